@@ -1,0 +1,225 @@
+"""The task-driven attention estimator and the hierarchical squeeze.
+
+Pure `keras.ops` and Keras layers: these run on any Keras backend.
+"""
+
+import keras
+from keras import ops
+
+HIERARCHIES = ("hierarchical", "flat")
+
+
+@keras.saving.register_keras_serializable(package="hksan_keras")
+class TaskDrivenAttention(keras.layers.Layer):
+    """Squeezes one feature map into one vector with guided spatial attention.
+
+    Given a feature map `L` (batch, H, W, F) and a guide vector (batch, D):
+
+        g = Dense(F)(guide)
+        L_hat = L + g                       (broadcast over H x W)
+        M = softmax over the H*W positions of Conv1x1(1)(L_hat)
+        k = sum over positions of M * L_hat
+
+    `k` is the stage's squeezed knowledge and `M` its attention map.
+
+    Args:
+        units: F, the channel count of the feature map (and of `k`).
+        **kwargs: Standard `keras.layers.Layer` arguments.
+
+    Returns (from `call`):
+        A tuple `(squeezed, attention)`: `squeezed` of shape (batch, F) and
+        `attention` of shape (batch, H, W), non-negative and summing to one
+        over positions.
+
+    Example:
+
+    >>> layer = TaskDrivenAttention(64)
+    >>> k, m = layer([keras.random.normal((2, 8, 8, 64)),
+    ...               keras.random.normal((2, 128))])
+    >>> k.shape, m.shape
+    ((2, 64), (2, 8, 8))
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.guide_projection = keras.layers.Dense(
+            self.units, name="guide_projection"
+        )
+        self.attention_score = keras.layers.Conv2D(
+            1, 1, name="attention_score"
+        )
+
+    def build(self, input_shape):
+        feature_shape, guide_shape = input_shape
+        if feature_shape[-1] != self.units:
+            raise ValueError(
+                f"{self.name}: expected a feature map with {self.units} "
+                f"channels, got shape {tuple(feature_shape)}."
+            )
+        self.guide_projection.build(guide_shape)
+        self.attention_score.build(feature_shape)
+        self.built = True
+
+    def call(self, inputs):
+        feature_map, guide = inputs
+        projected_guide = self.guide_projection(guide)
+        guided = feature_map + projected_guide[:, None, None, :]
+        scores = ops.squeeze(self.attention_score(guided), axis=-1)
+        attention = ops.softmax(scores, axis=(1, 2))
+        squeezed = ops.sum(attention[..., None] * guided, axis=(1, 2))
+        return squeezed, attention
+
+    def compute_output_shape(self, input_shape):
+        feature_shape, _ = input_shape
+        return (feature_shape[0], self.units), tuple(feature_shape[:3])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"units": self.units})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="hksan_keras")
+class HierarchicalSqueeze(keras.layers.Layer):
+    """All of one network's squeezed knowledge: descriptor, estimators, heads.
+
+    Takes the K stage feature maps of one network (shallow to deep) and
+    returns one squeezed vector per stage:
+
+    1. An optional 1x1 "channel transform" per stage maps the stage to the
+       target width `stage_widths[i]` (the student's side, so its squeezed
+       vectors have the teacher's widths).
+    2. A global task descriptor `g`: Conv1x1(descriptor_units) on the deepest
+       (untransformed) stage, then global average pooling.
+    3. One `TaskDrivenAttention` per stage, applied deep to shallow. With
+       `hierarchy="hierarchical"` the guide of stage i is `[g ; k^(i+1)]`, so
+       each level is conditioned on the level above it; with
+       `hierarchy="flat"` every guide is `g` (KSANC exactly).
+    4. One linear task head per stage, `Dense(num_classes)` on `k^i`, whose
+       cross-entropy with the labels makes the estimators task-driven.
+
+    Args:
+        stage_widths: Widths F_i of the squeezed vectors, shallow to deep.
+        num_classes: Number of classes of the task heads.
+        descriptor_units: Width D_g of the global task descriptor.
+        hierarchy: "hierarchical" (top-down guides) or "flat".
+        channel_transform: Whether to map each stage to `stage_widths[i]`
+            with a 1x1 convolution first.
+        **kwargs: Standard `keras.layers.Layer` arguments.
+
+    Returns (from `call`):
+        A dict with lists, shallow to deep: `"squeezed"` (batch, F_i),
+        `"attention"` (batch, H_i, W_i) and `"task_logits"`
+        (batch, num_classes).
+
+    Example:
+
+    >>> squeeze = HierarchicalSqueeze([16, 32], num_classes=10)
+    >>> out = squeeze([keras.random.normal((2, 8, 8, 16)),
+    ...                keras.random.normal((2, 4, 4, 32))])
+    >>> [k.shape for k in out["squeezed"]]
+    [(2, 16), (2, 32)]
+    """
+
+    def __init__(
+        self,
+        stage_widths,
+        num_classes,
+        descriptor_units=128,
+        hierarchy="hierarchical",
+        channel_transform=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if hierarchy not in HIERARCHIES:
+            raise ValueError(
+                f"hierarchy must be one of {HIERARCHIES}, got {hierarchy!r}."
+            )
+        self.stage_widths = [int(w) for w in stage_widths]
+        self.num_classes = int(num_classes)
+        self.descriptor_units = int(descriptor_units)
+        self.hierarchy = hierarchy
+        self.channel_transform = bool(channel_transform)
+        stages = range(1, len(self.stage_widths) + 1)
+        self.channel_transforms = (
+            [
+                keras.layers.Conv2D(w, 1, name=f"channel_transform_{i}")
+                for i, w in zip(stages, self.stage_widths)
+            ]
+            if self.channel_transform
+            else []
+        )
+        self.descriptor = keras.layers.Conv2D(
+            self.descriptor_units, 1, name="global_descriptor"
+        )
+        self.estimators = [
+            TaskDrivenAttention(w, name=f"attention_{i}")
+            for i, w in zip(stages, self.stage_widths)
+        ]
+        self.task_heads = [
+            keras.layers.Dense(self.num_classes, name=f"task_head_{i}")
+            for i in stages
+        ]
+
+    def _guide_width(self, stage_index):
+        deepest = stage_index == len(self.stage_widths) - 1
+        if self.hierarchy == "flat" or deepest:
+            return self.descriptor_units
+        return self.descriptor_units + self.stage_widths[stage_index + 1]
+
+    def build(self, input_shape):
+        input_shape = [tuple(s) for s in input_shape]
+        if len(input_shape) != len(self.stage_widths):
+            raise ValueError(
+                f"{self.name}: expected {len(self.stage_widths)} stage feature "
+                f"maps, got {len(input_shape)}."
+            )
+        self.descriptor.build(input_shape[-1])
+        for i, shape in enumerate(input_shape):
+            if self.channel_transform:
+                self.channel_transforms[i].build(shape)
+                shape = shape[:3] + (self.stage_widths[i],)
+            self.estimators[i].build((shape, (shape[0], self._guide_width(i))))
+            self.task_heads[i].build((shape[0], self.stage_widths[i]))
+        self.built = True
+
+    def call(self, stage_features):
+        stage_features = list(stage_features)
+        descriptor = ops.mean(self.descriptor(stage_features[-1]), axis=(1, 2))
+        if self.channel_transform:
+            stage_features = [
+                transform(feature)
+                for transform, feature in zip(
+                    self.channel_transforms, stage_features
+                )
+            ]
+        num_stages = len(stage_features)
+        squeezed = [None] * num_stages
+        attention = [None] * num_stages
+        for i in reversed(range(num_stages)):
+            guide = descriptor
+            if self.hierarchy == "hierarchical" and i < num_stages - 1:
+                guide = ops.concatenate([descriptor, squeezed[i + 1]], axis=-1)
+            squeezed[i], attention[i] = self.estimators[i](
+                [stage_features[i], guide]
+            )
+        task_logits = [head(k) for head, k in zip(self.task_heads, squeezed)]
+        return {
+            "squeezed": squeezed,
+            "attention": attention,
+            "task_logits": task_logits,
+        }
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "stage_widths": self.stage_widths,
+                "num_classes": self.num_classes,
+                "descriptor_units": self.descriptor_units,
+                "hierarchy": self.hierarchy,
+                "channel_transform": self.channel_transform,
+            }
+        )
+        return config

@@ -1,0 +1,43 @@
+"""Model zoo: CIFAR ResNets and Wide ResNets with named stage outputs."""
+
+import functools
+
+from hksan_keras.models.cifar_resnet import cifar_resnet, resnet8x4, resnet32x4
+from hksan_keras.models.wide_resnet import wide_resnet
+
+MODELS = {
+    "resnet8": functools.partial(cifar_resnet, 8),
+    "resnet20": functools.partial(cifar_resnet, 20),
+    "resnet32": functools.partial(cifar_resnet, 32),
+    "resnet56": functools.partial(cifar_resnet, 56),
+    "resnet110": functools.partial(cifar_resnet, 110),
+    "resnet164": functools.partial(cifar_resnet, 164, block="bottleneck"),
+    "resnet8x4": resnet8x4,
+    "resnet32x4": resnet32x4,
+    "wrn_16_2": functools.partial(wide_resnet, 16, 2),
+    "wrn_40_2": functools.partial(wide_resnet, 40, 2),
+}
+
+
+def get(name, num_classes, **kwargs):
+    """Builds a zoo model by name.
+
+    Args:
+        name: One of `hksan_keras.models.MODELS` ("resnet20", "resnet164",
+            "resnet8x4", "wrn_40_2", ...).
+        num_classes: Number of output logits.
+        **kwargs: Passed to the model's constructor (weight_decay, ...).
+
+    Returns:
+        A functional `keras.Model` with stages named "stage1".."stage3".
+
+    Example:
+
+    >>> teacher = hksan_keras.models.get("resnet164", num_classes=10)
+    """
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}; choose one of {sorted(MODELS)}.")
+    return MODELS[name](num_classes=num_classes, **kwargs)
+
+
+__all__ = ["MODELS", "cifar_resnet", "get", "resnet8x4", "resnet32x4", "wide_resnet"]

@@ -1,0 +1,140 @@
+"""ResNets for CIFAR (He et al. 2016), as functional models with named stages."""
+
+import keras
+from keras import layers
+
+
+def _regularizer(weight_decay):
+    # PyTorch-style coupled weight decay adds `weight_decay * w` to the
+    # gradient; L2(l2) adds `2 * l2 * w`, hence the halving.
+    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+
+
+def conv_bn(x, filters, kernel_size, strides, name, weight_decay, momentum):
+    """3x3 or 1x1 convolution (no bias) followed by batch normalisation."""
+    x = layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        kernel_regularizer=_regularizer(weight_decay),
+        name=f"{name}_conv",
+    )(x)
+    return layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
+
+
+def _basic_block(x, filters, strides, name, output_name, wd, momentum):
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = conv_bn(x, filters, 1, strides, f"{name}_shortcut", wd, momentum)
+    y = conv_bn(x, filters, 3, strides, f"{name}_1", wd, momentum)
+    y = layers.ReLU(name=f"{name}_1_relu")(y)
+    y = conv_bn(y, filters, 3, 1, f"{name}_2", wd, momentum)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.ReLU(name=output_name)(y)
+
+
+def _bottleneck_block(x, filters, strides, name, output_name, wd, momentum):
+    inner = filters // 4
+    shortcut = x
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = conv_bn(x, filters, 1, strides, f"{name}_shortcut", wd, momentum)
+    y = conv_bn(x, inner, 1, 1, f"{name}_1", wd, momentum)
+    y = layers.ReLU(name=f"{name}_1_relu")(y)
+    y = conv_bn(y, inner, 3, strides, f"{name}_2", wd, momentum)
+    y = layers.ReLU(name=f"{name}_2_relu")(y)
+    y = conv_bn(y, filters, 1, 1, f"{name}_3", wd, momentum)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.ReLU(name=output_name)(y)
+
+
+def cifar_resnet(
+    depth,
+    num_classes=10,
+    block="basic",
+    stem_width=16,
+    stage_widths=None,
+    weight_decay=5e-4,
+    batch_norm_momentum=0.9,
+    input_shape=(32, 32, 3),
+    name=None,
+):
+    """A CIFAR ResNet: a 3x3 stem, three stages, global pooling, logits.
+
+    Stage outputs are the layers named "stage1", "stage2", "stage3"
+    (32x32, 16x16 and 8x8 for 32x32 inputs); the last layer, "logits", has no
+    activation.
+
+    Args:
+        depth: Number of weighted layers: 6n+2 with basic blocks (20, 32, 56,
+            110, 8), 9n+2 with bottleneck blocks (164).
+        num_classes: Number of output logits.
+        block: "basic" (two 3x3 convolutions) or "bottleneck" (1x1-3x3-1x1,
+            expansion 4).
+        stem_width: Channels of the stem convolution.
+        stage_widths: Output channels of the three stages; defaults to
+            (16, 32, 64) for basic and (64, 128, 256) for bottleneck blocks.
+        weight_decay: PyTorch-style weight decay on the kernels (0 for none).
+        batch_norm_momentum: Keras BatchNormalization momentum (0.9 is
+            PyTorch's default 0.1).
+        input_shape: Shape of one input image.
+        name: Model name; defaults to "resnet{depth}".
+
+    Returns:
+        A functional `keras.Model` from images to logits.
+
+    Example:
+
+    >>> model = cifar_resnet(20, num_classes=100)
+    >>> model.output.shape
+    (None, 100)
+    """
+    if block == "basic":
+        if (depth - 2) % 6:
+            raise ValueError(f"A basic-block CIFAR ResNet needs depth 6n+2, got {depth}.")
+        blocks_per_stage = (depth - 2) // 6
+        block_fn = _basic_block
+        stage_widths = stage_widths or (16, 32, 64)
+    elif block == "bottleneck":
+        if (depth - 2) % 9:
+            raise ValueError(f"A bottleneck CIFAR ResNet needs depth 9n+2, got {depth}.")
+        blocks_per_stage = (depth - 2) // 9
+        block_fn = _bottleneck_block
+        stage_widths = stage_widths or (64, 128, 256)
+    else:
+        raise ValueError(f"block must be 'basic' or 'bottleneck', got {block!r}.")
+
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = conv_bn(inputs, stem_width, 3, 1, "stem", weight_decay, batch_norm_momentum)
+    x = layers.ReLU(name="stem_relu")(x)
+    for stage, filters in enumerate(stage_widths, start=1):
+        for index in range(blocks_per_stage):
+            last = index == blocks_per_stage - 1
+            x = block_fn(
+                x,
+                filters,
+                strides=2 if (index == 0 and stage > 1) else 1,
+                name=f"stage{stage}_block{index + 1}",
+                output_name=f"stage{stage}" if last else f"stage{stage}_block{index + 1}_out",
+                wd=weight_decay,
+                momentum=batch_norm_momentum,
+            )
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = layers.Dense(
+        num_classes,
+        kernel_regularizer=_regularizer(weight_decay),
+        name="logits",
+    )(x)
+    return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
+
+
+def resnet8x4(num_classes=100, **kwargs):
+    """ResNet-8x4 (RepDistiller's): basic blocks, stem 32, stages 64/128/256."""
+    return cifar_resnet(8, num_classes, stem_width=32, stage_widths=(64, 128, 256), name="resnet8x4", **kwargs)
+
+
+def resnet32x4(num_classes=100, **kwargs):
+    """ResNet-32x4 (RepDistiller's): basic blocks, stem 32, stages 64/128/256."""
+    return cifar_resnet(32, num_classes, stem_width=32, stage_widths=(64, 128, 256), name="resnet32x4", **kwargs)
