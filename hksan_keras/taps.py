@@ -9,6 +9,10 @@ found automatically where the spatial resolution changes.
 import keras
 
 
+# Padding changes the resolution without computing a feature.
+_PADDING = (keras.layers.ZeroPadding2D, keras.layers.Cropping2D)
+
+
 def _output_shape(layer):
     try:
         output = layer.output
@@ -44,13 +48,37 @@ def _require_graph(model, role):
         )
 
 
+def _cut_points(layers):
+    """Whether each layer, in topological order, is one that every path crosses.
+
+    In a topological order, a layer is crossed by every path from the inputs
+    to the outputs exactly when no edge jumps over it, from a layer before it
+    to a layer after it.
+    """
+    position = {id(layer): i for i, layer in enumerate(layers)}
+    furthest_target = [-1] * len(layers)
+    for i, layer in enumerate(layers):
+        for node in getattr(layer, "_inbound_nodes", []):
+            for tensor in node.input_tensors:
+                source = position.get(id(tensor._keras_history.operation))
+                if source is not None:
+                    furthest_target[source] = max(furthest_target[source], i)
+    cut_points = []
+    reach = -1  # furthest target of any edge leaving a layer before i
+    for i in range(len(layers)):
+        cut_points.append(reach <= i)
+        reach = max(reach, furthest_target[i])
+    return cut_points
+
+
 def detect_stages(model, num_stages=None):
     """Finds the stage outputs of a convolutional classifier.
 
-    Walks the model's layers in order and keeps, for every spatial resolution
-    (height, width) that a 4-D feature map takes, the last layer that outputs
-    it. Resolutions of 1x1 (global pooling with `keepdims`) and the input
-    itself are ignored.
+    Walks the model's layers in topological order and keeps, for every
+    spatial resolution (height, width) that a 4-D feature map takes, the last
+    layer that outputs it and that every path through the network crosses (a
+    block's output, not a layer inside a residual branch). Resolutions of 1x1
+    (global pooling with `keepdims`) and padding layers are ignored.
 
     Args:
         model: A functional or Sequential `keras.Model` (channels-last).
@@ -67,24 +95,29 @@ def detect_stages(model, num_stages=None):
     ['stage1', 'stage2', 'stage3']
     """
     _require_graph(model, "model")
-    input_ids = {id(t) for t in model.inputs}
+    layers = [
+        layer
+        for layer in model.layers
+        if not isinstance(layer, keras.layers.InputLayer)
+    ]
+    is_cut_point = _cut_points(layers)
     last_layer_at_resolution = {}
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
+    for layer, cut_point in zip(layers, is_cut_point):
         shape = _output_shape(layer)
-        if shape is None or len(shape) != 4:
-            continue
-        if id(layer.output) in input_ids:
+        if shape is None or len(shape) != 4 or isinstance(layer, _PADDING):
             continue
         resolution = shape[1:3]
         if resolution == (1, 1):
             continue
-        # Re-inserting moves the key to the end: dict order is the order in
-        # which each resolution was last seen.
-        last_layer_at_resolution.pop(resolution, None)
-        last_layer_at_resolution[resolution] = layer.name
-    stages = list(last_layer_at_resolution.values())
+        previous = last_layer_at_resolution.pop(resolution, (None, False))
+        if previous[1] and not cut_point:
+            # Inside a residual block, only a layer that every path goes
+            # through (a cut point) is a stage output: keep the earlier one.
+            last_layer_at_resolution[resolution] = previous
+        else:
+            last_layer_at_resolution[resolution] = (layer.name, cut_point)
+    # Dict order is the order in which each resolution was last seen.
+    stages = [name for name, _ in last_layer_at_resolution.values()]
     if not stages:
         raise ValueError(
             f"No 4-D (batch, height, width, channels) feature maps found in "
@@ -149,4 +182,4 @@ def stage_model(model, stage_names, name=None):
         `[stage_1, ..., stage_K, logits]`.
     """
     outputs = [model.get_layer(n).output for n in stage_names]
-    return keras.Model(model.inputs, outputs + list(model.outputs), name=name)
+    return keras.Model(model.input, outputs + list(model.outputs), name=name)
