@@ -25,7 +25,13 @@ def _output_shape(layer):
     return tuple(output.shape)
 
 
-def _require_graph(model, role):
+def require_graph(model, role):
+    """Raises a clear error unless `model` is a graph model with one output.
+
+    Args:
+        model: The model to check.
+        role: "teacher", "student" or "model", used in the message.
+    """
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"The {role} must be a keras.Model, got {type(model).__name__}."
@@ -94,7 +100,7 @@ def detect_stages(model, num_stages=None):
     >>> hksan_keras.taps.detect_stages(model)
     ['stage1', 'stage2', 'stage3']
     """
-    _require_graph(model, "model")
+    require_graph(model, "model")
     layers = [
         layer
         for layer in model.layers
@@ -145,7 +151,7 @@ def resolve_stages(model, stage_names=None, num_stages=None, role="model"):
     Returns:
         A list of layer names whose outputs are 4-D feature maps.
     """
-    _require_graph(model, role)
+    require_graph(model, role)
     if stage_names is None:
         return detect_stages(model, num_stages=num_stages)
     stage_names = list(stage_names)

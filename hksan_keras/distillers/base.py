@@ -5,11 +5,13 @@ import keras
 from keras import ops
 
 from hksan_keras.losses import label_loss, sparse_labels
+from hksan_keras.taps import require_graph
 
 
 def _num_classes(model, role):
-    shape = tuple(model.outputs[0].shape) if getattr(model, "outputs", None) else None
-    if shape is None or len(shape) != 2 or shape[-1] is None:
+    require_graph(model, role)
+    shape = tuple(model.outputs[0].shape)
+    if len(shape) != 2 or shape[-1] is None:
         raise ValueError(
             f"The {role} '{model.name}' must output logits of shape "
             f"(batch, num_classes); its output shape is {shape}."

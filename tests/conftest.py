@@ -1,0 +1,54 @@
+import os
+import pathlib
+
+import keras
+import numpy as np
+import pytest
+
+import hksan_keras
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "tensorflow_datasets"
+
+
+def tiny_resnet(widths, num_classes=10, name=None):
+    """A ResNet-8 with the given stage widths: cheap enough for unit tests."""
+    return hksan_keras.models.cifar_resnet(
+        8,
+        num_classes=num_classes,
+        stem_width=widths[0],
+        stage_widths=widths,
+        input_shape=(16, 16, 3),
+        name=name,
+    )
+
+
+@pytest.fixture
+def teacher():
+    keras.utils.set_random_seed(1)
+    return tiny_resnet((8, 16, 24), name="teacher")
+
+
+@pytest.fixture
+def student():
+    keras.utils.set_random_seed(2)
+    return tiny_resnet((4, 8, 12), name="student")
+
+
+@pytest.fixture
+def batch():
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(32, 16, 16, 3)).astype("float32")
+    labels = rng.integers(0, 10, size=(32,))
+    return images, labels
+
+
+@pytest.fixture(scope="session")
+def cifar_data_dir():
+    data_dir = os.environ.get("TFDS_DATA_DIR") or str(DEFAULT_DATA_DIR)
+    if not (pathlib.Path(data_dir) / "cifar10").is_dir():
+        pytest.skip(
+            f"real CIFAR-10 not found in {data_dir}; set TFDS_DATA_DIR to a "
+            "directory prepared by tensorflow-datasets"
+        )
+    return data_dir
