@@ -66,7 +66,13 @@ class TaskDrivenAttention(keras.layers.Layer):
         projected_guide = self.guide_projection(guide)
         guided = feature_map + projected_guide[:, None, None, :]
         scores = ops.squeeze(self.attention_score(guided), axis=-1)
-        attention = ops.softmax(scores, axis=(1, 2))
+        height, width = scores.shape[1], scores.shape[2]
+        if height is None or width is None:
+            height, width = ops.shape(scores)[1], ops.shape(scores)[2]
+        # Softmax over all positions, through a flat view: a tuple axis is
+        # not supported by every backend on symbolic shapes.
+        flat = ops.reshape(scores, (-1, height * width))
+        attention = ops.reshape(ops.softmax(flat, axis=-1), (-1, height, width))
         squeezed = ops.sum(attention[..., None] * guided, axis=(1, 2))
         return squeezed, attention
 

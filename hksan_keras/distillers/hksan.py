@@ -446,7 +446,7 @@ class HKSANDistiller(Distiller):
         }
 
     def pretrain_teacher_attention(
-        self, dataset, epochs=1, optimizer="adam", **fit_kwargs
+        self, x, y=None, epochs=1, optimizer="adam", **fit_kwargs
     ):
         """Fits the teacher's attention estimators on the labels, then freezes them.
 
@@ -456,7 +456,9 @@ class HKSANDistiller(Distiller):
         `train_teacher_attention` is False, so `fit` leaves them as they are.
 
         Args:
-            dataset: Batches of `(images, labels)` (anything `fit` takes).
+            x: Batches of `(images, labels)`, or images (anything `fit`
+                takes).
+            y: Labels, when `x` holds images only.
             epochs: Epochs of this pretraining.
             optimizer: Optimizer for it.
             **fit_kwargs: Passed to `fit` (`callbacks`, `verbose`, ...).
@@ -469,7 +471,7 @@ class HKSANDistiller(Distiller):
         >>> distiller.pretrain_teacher_attention(train_ds, epochs=1)
         >>> distiller.compile(...); distiller.fit(train_ds, epochs=10)
         """
-        inputs = self.teacher.inputs
+        inputs = self.teacher.input
         feature_maps = self.teacher_features(inputs, training=False)[:-1]
         task_logits = self.teacher_squeeze(feature_maps)["task_logits"]
         stacked = keras.layers.Lambda(
@@ -477,7 +479,7 @@ class HKSANDistiller(Distiller):
         )(task_logits)
         attention_model = keras.Model(inputs, stacked, name="teacher_attention")
         attention_model.compile(optimizer=optimizer, loss=task_head_loss)
-        history = attention_model.fit(dataset, epochs=epochs, **fit_kwargs)
+        history = attention_model.fit(x, y, epochs=epochs, **fit_kwargs)
         self.train_teacher_attention = False
         return history
 
