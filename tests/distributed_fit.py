@@ -1,0 +1,60 @@
+"""Fits a small HKSANDistiller under MirroredStrategy on N logical CPU devices.
+
+Run by test_distributed.py in a fresh process (devices must be configured
+before TensorFlow starts):  python distributed_fit.py N OUTPUT.npz
+"""
+
+import sys
+
+import tensorflow as tf
+
+num_devices, output_path = int(sys.argv[1]), sys.argv[2]
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices
+)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import hksan_keras  # noqa: E402
+
+
+def plain_cnn(widths, name):
+    # No batch normalisation in the networks: unsynchronised per-replica
+    # statistics would differ from single-device ones by design.
+    inputs = keras.Input((8, 8, 3))
+    x = inputs
+    for i, width in enumerate(widths, start=1):
+        x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name=f"stage{i}")(x)
+        if i < len(widths):
+            x = keras.layers.MaxPooling2D(name=f"pool{i}")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(5, name="logits")(x), name=name)
+
+
+strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_devices)])
+rng = np.random.default_rng(0)
+images = rng.normal(size=(64, 8, 8, 3)).astype("float32")
+labels = rng.integers(0, 5, size=(64,))
+dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
+
+with strategy.scope():
+    keras.utils.set_random_seed(0)
+    teacher = plain_cnn((8, 16), "teacher")
+    student = plain_cnn((4, 8), "student")
+    distiller = hksan_keras.HKSANDistiller(
+        teacher, student, perturbation_rate=0.0, discriminator_steps=2, descriptor_units=8,
+        discriminator_units=(16,),
+    )
+    distiller.compile(optimizer=keras.optimizers.SGD(0.05), d_optimizer=keras.optimizers.SGD(0.05))
+history = distiller.fit(dataset, epochs=2, verbose=0).history
+evaluation = distiller.evaluate(dataset, verbose=0, return_dict=True)
+np.savez(
+    output_path,
+    replicas=strategy.num_replicas_in_sync,
+    **{f"history_{k}": np.array(v) for k, v in history.items()},
+    **{f"evaluate_{k}": np.array(v) for k, v in evaluation.items()},
+    **{f"student_{i}": np.array(w) for i, w in enumerate(student.get_weights())},
+    **{f"discriminator_{i}": np.array(w) for i, w in enumerate(distiller.discriminator.get_weights())},
+)
