@@ -1,6 +1,6 @@
 """HKSANDistiller: squeezed hierarchical attention + adversarial logit matching.
 
-The method is stated in docs/method.md. The math (attention, losses,
+The method as implemented is stated in README.md ("The method"). The math (attention, losses,
 discriminator) is backend-agnostic; `train_step` is the one TensorFlow-only
 piece (tape, gradient application, replica count).
 """
