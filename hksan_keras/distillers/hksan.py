@@ -481,6 +481,8 @@ class HKSANDistiller(Distiller):
         attention_model.compile(optimizer=optimizer, loss=task_head_loss)
         history = attention_model.fit(x, y, epochs=epochs, **fit_kwargs)
         self.train_teacher_attention = False
+        # train_step reads the flag when traced: drop a traced function.
+        self.train_function = None
         return history
 
     def get_config(self):
