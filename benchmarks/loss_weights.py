@@ -18,6 +18,7 @@ import keras
 
 import hksan_keras
 from hksan_keras.data import cifar_dataset
+from hksan_keras.training import cosine_sgd, train_classifier
 
 VARIANTS = {
     "student_alone": None,
@@ -29,11 +30,6 @@ VARIANTS = {
     "discriminator_steps_2": {"discriminator_steps": 2},
     "pretrained_teacher_attention": {"pretrain": True},
 }
-
-
-def sgd(learning_rate, steps):
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
-    return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
 
 
 def student_model():
@@ -70,12 +66,7 @@ def main():
 
     start = time.time()
     teacher = hksan_keras.models.cifar_resnet(20, num_classes=10, name="teacher")
-    teacher.compile(
-        sgd(0.1, args.teacher_epochs * steps_per_epoch),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    teacher.fit(train, epochs=args.teacher_epochs, verbose=2)
+    train_classifier(teacher, train, args.teacher_epochs, steps_per_epoch, verbose=2)
     teacher_accuracy = teacher.evaluate(test, verbose=0, return_dict=True)["accuracy"]
     results["teacher"] = {"accuracy": teacher_accuracy, "seconds": time.time() - start}
     print(f"teacher test accuracy {teacher_accuracy:.4f}", flush=True)
@@ -85,12 +76,11 @@ def main():
         keras.utils.set_random_seed(args.seed + 1)
         variant = VARIANTS[name]
         start = time.time()
+        fit_kwargs = dict(validation_data=test, verbose=2)
         if variant is None:
             model = student_model()
-            model.compile(
-                sgd(0.05, student_steps),
-                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=["accuracy"],
+            history = train_classifier(
+                model, train, args.student_epochs, steps_per_epoch, 0.05, **fit_kwargs
             )
         else:
             options = dict(variant)
@@ -98,10 +88,8 @@ def main():
             model = hksan_keras.HKSANDistiller(teacher, student_model(), **options)
             if pretrain:
                 model.pretrain_teacher_attention(train, epochs=1, verbose=2)
-            model.compile(optimizer=sgd(0.05, student_steps))
-        history = model.fit(
-            train, validation_data=test, epochs=args.student_epochs, verbose=2
-        )
+            model.compile(optimizer=cosine_sgd(0.05, student_steps))
+            history = model.fit(train, epochs=args.student_epochs, **fit_kwargs)
         accuracies = history.history["val_accuracy"]
         results["runs"][name] = {
             "last_epoch_accuracy": accuracies[-1],

@@ -17,6 +17,7 @@ import keras
 
 import hksan_keras
 from hksan_keras.data import cifar_dataset
+from hksan_keras.training import cosine_sgd, train_classifier
 
 
 def parse_args():
@@ -30,11 +31,6 @@ def parse_args():
     parser.add_argument("--output_dir", default="runs/distill_cifar10")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
-
-
-def cosine_sgd(learning_rate, steps):
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
-    return keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
 
 
 def main():
@@ -52,12 +48,7 @@ def main():
     steps_per_epoch = -(-args.train_size // args.batch_size)
 
     teacher = hksan_keras.models.cifar_resnet(20, num_classes=10, name="teacher")
-    teacher.compile(
-        cosine_sgd(0.1, args.teacher_epochs * steps_per_epoch),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    teacher.fit(train, epochs=args.teacher_epochs, verbose=2)
+    train_classifier(teacher, train, args.teacher_epochs, steps_per_epoch, verbose=2)
 
     student = hksan_keras.models.cifar_resnet(
         8, num_classes=10, stem_width=8, stage_widths=(8, 16, 32), name="student"
