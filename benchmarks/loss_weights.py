@@ -25,6 +25,7 @@ VARIANTS = {
     "hksan_default": {},
     "no_adversarial": {"adversarial_weight": 0.0},
     "no_squeeze": {"squeeze_weight": 0.0},
+    "squeeze_1.0": {"squeeze_weight": 1.0},
     "adversarial_1.0": {"adversarial_weight": 1.0},
     "flat": {"hierarchy": "flat"},
     "discriminator_steps_2": {"discriminator_steps": 2},

@@ -137,7 +137,7 @@ class HKSANDistiller(Distiller):
         hierarchy="hierarchical",
         descriptor_units=128,
         logit_weight=1.0,
-        squeeze_weight=1.0,
+        squeeze_weight=0.1,
         adversarial_weight=0.1,
         label_weight=1.0,
         task_weight=1.0,
