@@ -10,9 +10,9 @@ def _regularizer(weight_decay):
     return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
-def conv_bn(x, filters, kernel_size, strides, name, weight_decay, momentum):
-    """3x3 or 1x1 convolution (no bias) followed by batch normalisation."""
-    x = layers.Conv2D(
+def conv(x, filters, kernel_size, strides, name, weight_decay):
+    """A same-padded convolution without bias, He-initialised, weight-decayed."""
+    return layers.Conv2D(
         filters,
         kernel_size,
         strides=strides,
@@ -20,8 +20,13 @@ def conv_bn(x, filters, kernel_size, strides, name, weight_decay, momentum):
         use_bias=False,
         kernel_initializer="he_normal",
         kernel_regularizer=_regularizer(weight_decay),
-        name=f"{name}_conv",
+        name=name,
     )(x)
+
+
+def conv_bn(x, filters, kernel_size, strides, name, weight_decay, momentum):
+    """3x3 or 1x1 convolution (no bias) followed by batch normalisation."""
+    x = conv(x, filters, kernel_size, strides, f"{name}_conv", weight_decay)
     return layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
 
 

@@ -3,20 +3,7 @@
 import keras
 from keras import layers
 
-from hksan_keras.models.cifar_resnet import _regularizer
-
-
-def _conv(x, filters, kernel_size, strides, name, weight_decay):
-    return layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        kernel_regularizer=_regularizer(weight_decay),
-        name=name,
-    )(x)
+from hksan_keras.models.cifar_resnet import _regularizer, conv as _conv
 
 
 def _bn_relu(x, name, momentum):
