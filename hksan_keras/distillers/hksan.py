@@ -1,8 +1,8 @@
 """HKSANDistiller: squeezed hierarchical attention + adversarial logit matching.
 
-The method as implemented is stated in README.md ("The method"). The math (attention, losses,
-discriminator) is backend-agnostic; `train_step` is the one TensorFlow-only
-piece (tape, gradient application, replica count).
+README.md ("The method as implemented") states the method. The math
+(attention, losses, discriminator) is backend-agnostic; `train_step` is the
+one TensorFlow-only piece (tape, gradient application, replica count).
 """
 
 import keras

@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from hksan_keras.models.cifar_resnet import _regularizer, conv as _conv
+from hksan_keras.models.cifar_resnet import _regularizer, conv
 
 
 def _bn_relu(x, name, momentum):
@@ -52,7 +52,7 @@ def wide_resnet(
     blocks_per_stage = (depth - 4) // 6
     momentum = batch_norm_momentum
     inputs = keras.Input(shape=input_shape, name="images")
-    x = _conv(inputs, 16, 3, 1, "stem_conv", weight_decay)
+    x = conv(inputs, 16, 3, 1, "stem_conv", weight_decay)
     activated = False  # whether x is already batch-normalised and ReLU'd
     for stage, filters in enumerate((16 * width, 32 * width, 64 * width), start=1):
         for index in range(blocks_per_stage):
@@ -60,14 +60,14 @@ def wide_resnet(
             strides = 2 if (index == 0 and stage > 1) else 1
             pre = x if activated else _bn_relu(x, f"{prefix}_preact", momentum)
             if strides != 1 or x.shape[-1] != filters:
-                shortcut = _conv(pre, filters, 1, strides, f"{prefix}_shortcut_conv", weight_decay)
+                shortcut = conv(pre, filters, 1, strides, f"{prefix}_shortcut_conv", weight_decay)
             else:
                 shortcut = x
-            y = _conv(pre, filters, 3, strides, f"{prefix}_1_conv", weight_decay)
+            y = conv(pre, filters, 3, strides, f"{prefix}_1_conv", weight_decay)
             y = _bn_relu(y, f"{prefix}_1_relu", momentum)
             if dropout:
                 y = layers.Dropout(dropout, name=f"{prefix}_dropout")(y)
-            y = _conv(y, filters, 3, 1, f"{prefix}_2_conv", weight_decay)
+            y = conv(y, filters, 3, 1, f"{prefix}_2_conv", weight_decay)
             x = layers.Add(name=f"{prefix}_add")([shortcut, y])
             activated = False
         x = _bn_relu(x, f"stage{stage}", momentum)
