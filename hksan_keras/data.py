@@ -1,16 +1,29 @@
-"""CIFAR input pipelines from tensorflow-datasets (TensorFlow only).
+"""Input pipelines (TensorFlow only): tensorflow-datasets, image folders, arrays.
 
-A minimal pipeline for the examples, tests and benchmarks: real TFDS data,
-per-channel normalisation, the standard CIFAR augmentation (4-pixel pad,
-random 32x32 crop, horizontal flip) for training, batching and prefetch.
+Every pipeline yields `(images, labels)` batches of float32 images,
+normalised per channel, and int64 labels. Training pipelines shuffle and
+augment; evaluation pipelines never augment. Augmentation draws its random
+numbers from `tf.data.Dataset.random(seed)` through stateless image ops, so
+the same seed gives the same batches, and each epoch gets new draws. (Keras's
+random preprocessing layers are not repeatable inside tf.data, even with a
+seed: checked with Keras 3.15.)
+
+- CIFAR-10/100: 4-pixel zero padding, random 32x32 crop, horizontal flip.
+- ImageNet and other image datasets: random resized crop (8%-100% of the
+  area, aspect ratio 3/4-4/3) and flip for training; resize of the shorter
+  side to image_size / 0.875 and center crop for evaluation.
 """
 
 import os
+
+import numpy as np
 
 CIFAR_STATS = {
     "cifar10": ((125.31, 122.95, 113.87), (62.99, 62.09, 66.70)),
     "cifar100": ((129.30, 124.07, 112.43), (68.17, 65.39, 70.42)),
 }
+IMAGENET_STATS = ((123.675, 116.28, 103.53), (58.395, 57.12, 57.375))
+SHUFFLE_BUFFER = 10_000
 
 
 def resolve_data_dir(data_dir=None):
@@ -25,74 +38,303 @@ def resolve_data_dir(data_dir=None):
     return data_dir or os.environ.get("TFDS_DATA_DIR") or None
 
 
-def cifar_dataset(
-    name="cifar10",
-    split="train",
+def _random_seeds(seed):
+    """An endless dataset of stateless seeds, new ones every epoch."""
+    import tensorflow as tf
+
+    return tf.data.Dataset.random(
+        seed=seed, rerandomize_each_iteration=True
+    ).batch(2)
+
+
+def _cifar_augment(image, label, seed):
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+    image = tf.image.pad_to_bounding_box(image, 4, 4, 40, 40)
+    image = tf.image.stateless_random_crop(image, (32, 32, 3), seeds[0])
+    image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+    return image, label
+
+
+def _resized_crop_augment(image_size):
+    import tensorflow as tf
+
+    def augment(image, label, seed):
+        seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+        begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image),
+            bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+            seed=seeds[0],
+            min_object_covered=0.0,
+            aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(0.08, 1.0),
+            max_attempts=10,
+            use_image_if_no_bounding_boxes=True,
+        )
+        image = tf.slice(image, begin, size)
+        image = tf.image.resize(image, (image_size, image_size))
+        image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+        return image, label
+
+    return augment
+
+
+def _center_crop(image_size):
+    import tensorflow as tf
+
+    def crop(image, label):
+        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        scale = (image_size / 0.875) / tf.reduce_min(shape)
+        image = tf.image.resize(image, tf.cast(tf.round(shape * scale), tf.int32))
+        image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
+        return image, label
+
+    return crop
+
+
+def make_pipeline(
+    dataset,
+    batch_size,
+    training,
+    stats,
+    augment=None,
+    preprocess=None,
+    seed=None,
+    cache=True,
+):
+    """Turns a dataset of single `(image, label)` pairs into batches.
+
+    Args:
+        dataset: `tf.data.Dataset` of (image uint8/float in [0, 255], label).
+        batch_size: Batch size.
+        training: Shuffle and augment.
+        stats: `(mean, std)` per channel, in the [0, 255] scale.
+        augment: `fn(image, label, seed) -> (image, label)` for training.
+        preprocess: `fn(image, label) -> (image, label)` for evaluation (and
+            for training when `augment` is None).
+        seed: Seed of shuffling and augmentation.
+        cache: Cache decoded examples in memory (small datasets).
+
+    Returns:
+        A batched, prefetched `tf.data.Dataset`.
+    """
+    import tensorflow as tf
+
+    autotune = tf.data.AUTOTUNE
+    mean, std = (tf.constant(v, tf.float32) for v in stats)
+
+    def to_float(image, label):
+        return tf.cast(image, tf.float32), tf.cast(label, tf.int64)
+
+    def normalize(image, label):
+        return (image - mean) / std, label
+
+    dataset = dataset.map(to_float, num_parallel_calls=autotune)
+    if cache:
+        dataset = dataset.cache()
+    if training:
+        dataset = dataset.shuffle(
+            SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True
+        )
+    if training and augment is not None:
+        dataset = tf.data.Dataset.zip(
+            (dataset, _random_seeds(seed if seed is not None else 0))
+        ).map(
+            lambda pair, seeds: augment(*pair, seeds),
+            num_parallel_calls=autotune,
+        )
+    elif preprocess is not None:
+        dataset = dataset.map(preprocess, num_parallel_calls=autotune)
+    dataset = dataset.map(normalize, num_parallel_calls=autotune)
+    return dataset.batch(batch_size).prefetch(autotune)
+
+
+def _prepared_builder(name, data_dir, manual_dir=None):
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=resolve_data_dir(data_dir))
+    if builder.is_prepared():
+        return builder
+    if manual_dir:
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+        )
+        return builder
+    raise FileNotFoundError(
+        f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}. "
+        "Pass data_dir (or set TFDS_DATA_DIR) to the directory that holds "
+        "it; for imagenet2012 pass manual_dir, the folder with ILSVRC2012's "
+        "tar files, to prepare it once."
+    )
+
+
+def tfds_dataset(
+    name,
+    split,
     batch_size=128,
     training=False,
     data_dir=None,
+    manual_dir=None,
     take=None,
+    image_size=224,
     seed=None,
 ):
-    """A batched, normalised CIFAR `tf.data.Dataset` of (images, labels).
+    """A pipeline over any TFDS image-classification dataset.
+
+    Prepared data in `data_dir` (or $TFDS_DATA_DIR) is read as is and nothing
+    is downloaded; `imagenet2012` is prepared from `manual_dir` when it is not
+    prepared yet.
 
     Args:
-        name: "cifar10" or "cifar100".
-        split: A TFDS split ("train", "test", "train[:10%]", ...).
+        name: TFDS name: "cifar10", "cifar100", "imagenet2012", or any other
+            dataset with (image, label) supervised keys.
+        split: A TFDS split ("train", "test", "validation", "train[:10%]").
         batch_size: Batch size.
-        training: Shuffle and augment (pad 4 + random crop + flip).
-        data_dir: TFDS data directory (see `resolve_data_dir`). Prepared data
-            there is read as is; nothing is downloaded.
-        take: If given, use only the first `take` examples of the split.
+        training: Shuffle and augment.
+        data_dir: TFDS data directory.
+        manual_dir: TFDS manual download directory (ImageNet).
+        take: Use only the first `take` examples of the split.
+        image_size: Output size for non-CIFAR datasets.
         seed: Seed of shuffling and augmentation.
 
     Returns:
-        A `tf.data.Dataset` yielding float32 images (batch, 32, 32, 3),
-        normalised per channel, and int64 labels (batch,).
+        A batched `tf.data.Dataset` of (images, labels).
 
     Example:
 
-    >>> train = cifar_dataset("cifar10", "train", training=True,
-    ...                       data_dir="../shared/data/tensorflow_datasets")
+    >>> train = tfds_dataset("cifar10", "train", training=True,
+    ...                      data_dir="../shared/data/tensorflow_datasets")
     """
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    if name not in CIFAR_STATS:
-        raise ValueError(f"name must be one of {sorted(CIFAR_STATS)}, got {name!r}.")
-    data_dir = resolve_data_dir(data_dir)
-    builder = tfds.builder(name, data_dir=data_dir)
-    if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"TFDS dataset {name!r} is not prepared in "
-            f"{builder.data_dir!r}. Pass data_dir= (or set TFDS_DATA_DIR) to "
-            "the directory that holds it, or run "
-            f"`tfds.builder({name!r}).download_and_prepare()` on a machine with "
-            "internet access."
-        )
+    builder = _prepared_builder(name, data_dir, manual_dir)
     dataset = builder.as_dataset(split=split, as_supervised=True)
     if take is not None:
         dataset = dataset.take(take)
-    mean, std = (tf.constant(v, tf.float32) for v in CIFAR_STATS[name])
-
-    def normalize(image, label):
-        return (tf.cast(image, tf.float32) - mean) / std, label
-
-    dataset = dataset.map(normalize, num_parallel_calls=tf.data.AUTOTUNE)
-    if training:
-        dataset = dataset.cache().shuffle(
-            10_000, seed=seed, reshuffle_each_iteration=True
+    if name in CIFAR_STATS:
+        return make_pipeline(
+            dataset, batch_size, training, CIFAR_STATS[name],
+            augment=_cifar_augment, seed=seed,
         )
-        rng = tf.random.Generator.from_seed(seed if seed is not None else 0)
+    return make_pipeline(
+        dataset, batch_size, training, IMAGENET_STATS,
+        augment=_resized_crop_augment(image_size),
+        preprocess=_center_crop(image_size), seed=seed,
+        cache=name != "imagenet2012",
+    )
 
-        def augment(image, label):
-            seeds = rng.make_seeds(2)
-            image = tf.image.pad_to_bounding_box(image, 4, 4, 40, 40)
-            image = tf.image.stateless_random_crop(image, (32, 32, 3), seeds[:, 0])
-            image = tf.image.stateless_random_flip_left_right(image, seeds[:, 1])
-            return image, label
 
-        dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        dataset = dataset.cache()
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+def cifar_dataset(name="cifar10", split="train", batch_size=128, training=False,
+                  data_dir=None, take=None, seed=None):
+    """A CIFAR-10/100 pipeline (see `tfds_dataset`).
+
+    Args:
+        name: "cifar10" or "cifar100".
+        split: A TFDS split.
+        batch_size: Batch size.
+        training: Shuffle and augment (pad 4 + random crop + flip).
+        data_dir: TFDS data directory.
+        take: Use only the first `take` examples.
+        seed: Seed of shuffling and augmentation.
+
+    Returns:
+        A batched `tf.data.Dataset` of float32 images (batch, 32, 32, 3),
+        normalised per channel, and int64 labels.
+
+    Example:
+
+    >>> test = cifar_dataset("cifar10", "test", data_dir=data_dir)
+    """
+    if name not in CIFAR_STATS:
+        raise ValueError(f"name must be one of {sorted(CIFAR_STATS)}, got {name!r}.")
+    return tfds_dataset(name, split, batch_size, training, data_dir, take=take, seed=seed)
+
+
+def array_dataset(images, labels, batch_size=128, training=False, seed=None, stats=None):
+    """A pipeline over numpy arrays of images in [0, 255] and integer labels.
+
+    Args:
+        images: Array (N, H, W, C).
+        labels: Array (N,) of class indices.
+        batch_size: Batch size.
+        training: Shuffle and flip horizontally.
+        seed: Seed of shuffling and augmentation.
+        stats: `(mean, std)` per channel; defaults to the arrays' own.
+
+    Returns:
+        A batched `tf.data.Dataset` of (images, labels).
+
+    Example:
+
+    >>> train = array_dataset(x_train, y_train, training=True, seed=0)
+    """
+    import tensorflow as tf
+
+    images = np.asarray(images)
+    labels = np.asarray(labels).reshape(-1)
+    if len(images) != len(labels):
+        raise ValueError(
+            f"Got {len(images)} images and {len(labels)} labels; they must match."
+        )
+    if stats is None:
+        pixels = images.reshape(-1, images.shape[-1]).astype("float64")
+        stats = (tuple(pixels.mean(0)), tuple(pixels.std(0) + 1e-6))
+
+    def flip(image, label, seed):
+        return tf.image.stateless_random_flip_left_right(image, tf.cast(seed, tf.int64)), label
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    return make_pipeline(dataset, batch_size, training, stats, augment=flip, seed=seed)
+
+
+def folder_dataset(directory, batch_size=64, training=False, image_size=224, seed=None,
+                   validation_split=None, subset=None):
+    """A pipeline over an image folder with one subfolder per class.
+
+    Uses `keras.utils.image_dataset_from_directory` to list and decode the
+    files (class indices follow the sorted subfolder names), then the
+    ImageNet-style preprocessing of `tfds_dataset`.
+
+    Args:
+        directory: Folder with one subfolder of images per class.
+        batch_size: Batch size.
+        training: Shuffle and augment (random resized crop + flip).
+        image_size: Output size.
+        seed: Seed of shuffling, augmentation and the validation split.
+        validation_split: Fraction held out, with `subset`.
+        subset: "training" or "validation" when `validation_split` is set.
+
+    Returns:
+        A batched `tf.data.Dataset` of (images, labels).
+
+    Example:
+
+    >>> train = folder_dataset("flowers/", training=True, image_size=64,
+    ...                        validation_split=0.2, subset="training", seed=0)
+    """
+    import keras
+
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"Image folder {directory!r} does not exist.")
+    files = keras.utils.image_dataset_from_directory(
+        directory,
+        batch_size=None,
+        image_size=(image_size, image_size),
+        shuffle=validation_split is not None,
+        seed=seed if seed is not None else 0,
+        validation_split=validation_split,
+        subset=subset,
+        crop_to_aspect_ratio=True,
+    )
+    return make_pipeline(
+        files, batch_size, training, IMAGENET_STATS,
+        augment=_resized_crop_augment(image_size), seed=seed,
+    )
+
+
+def num_examples(name, split, data_dir=None, take=None):
+    """How many examples a TFDS split holds (capped by `take`)."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=resolve_data_dir(data_dir))
+    count = builder.info.splits[split].num_examples
+    return min(count, take) if take is not None else count

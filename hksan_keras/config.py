@@ -1,0 +1,189 @@
+"""Experiment configs: JSON files with defaults, inheritance and overrides.
+
+A config file holds only what differs from `DEFAULTS` (or from the file it
+`"extends"`, a path relative to itself). Every key is checked against
+`DEFAULTS`, and every override is parsed and type-checked, before anything
+is trained.
+"""
+
+import copy
+import json
+import os
+
+
+class ConfigError(ValueError):
+    """A config file, key or value that cannot be used, with the fix in its message."""
+
+
+DEFAULTS = {
+    "name": "experiment",
+    "description": "",
+    "run_dir": None,
+    "seed": 0,
+    "data": {
+        "dataset": "cifar10",
+        "data_dir": None,
+        "manual_dir": None,
+        "train_split": "train",
+        "test_split": "test",
+        "train_size": None,
+        "test_size": None,
+        "batch_size": 64,
+        "image_size": 224,
+    },
+    "teacher": {
+        "model": "resnet56",
+        "path": None,
+        "epochs": 240,
+        "learning_rate": 0.05,
+        "momentum": 0.9,
+        "weight_decay": 5e-4,
+        "lr_milestones": [150, 180, 210],
+        "lr_decay": 0.1,
+    },
+    "student": {
+        "model": "resnet20",
+        "weight_decay": 5e-4,
+    },
+    "distill": {
+        "method": "hksan",
+        "epochs": 240,
+        "learning_rate": 0.05,
+        "momentum": 0.9,
+        "lr_milestones": [150, 180, 210],
+        "lr_decay": 0.1,
+        "d_learning_rate": 1e-4,
+        "d_beta_1": 0.5,
+        "hksan": {
+            "hierarchy": "hierarchical",
+            "descriptor_units": 128,
+            "logit_weight": 1.0,
+            "squeeze_weight": 0.1,
+            "adversarial_weight": 0.1,
+            "label_weight": 1.0,
+            "task_weight": 1.0,
+            "discriminator_steps": 1,
+            "discriminator_units": [256, 256],
+            "discriminator_regularization": 1e-5,
+            "fake_as_real_weight": 0.1,
+            "perturbation_rate": 0.5,
+            "pretrain_teacher_attention_epochs": 0,
+        },
+    },
+}
+
+# Keys whose value may be null or a value of this type.
+_NULLABLE = {
+    "run_dir": str,
+    "data.data_dir": str,
+    "data.manual_dir": str,
+    "data.train_size": int,
+    "data.test_size": int,
+    "teacher.path": str,
+}
+
+
+def _merge(base, update, prefix=""):
+    merged = copy.deepcopy(base)
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        if key == "extends" and not prefix:
+            continue
+        if key not in base:
+            raise ConfigError(
+                f"Unknown config key '{path}'. Known keys here: "
+                f"{sorted(prefix + k for k in base)}."
+            )
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"Config key '{path}' must be a mapping, got {value!r}.")
+            merged[key] = _merge(base[key], value, prefix=f"{path}.")
+        else:
+            merged[key] = _check_type(path, base[key], value)
+    return merged
+
+
+def _check_type(path, default, value):
+    if value is None:
+        if default is None or path in _NULLABLE:
+            return None
+        raise ConfigError(f"Config key '{path}' cannot be null.")
+    expected = _NULLABLE.get(path) or type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is list and isinstance(value, (list, tuple)):
+        return list(value)
+    if not isinstance(value, expected) or (
+        isinstance(value, bool) and expected is not bool
+    ):
+        raise ConfigError(
+            f"Config key '{path}' expects {expected.__name__}, got {value!r}."
+        )
+    return value
+
+
+def load_config(path):
+    """Loads a config file (following `"extends"`) over `DEFAULTS`.
+
+    Args:
+        path: Path of a JSON config file.
+
+    Returns:
+        The complete config dict.
+
+    Example:
+
+    >>> config = load_config("configs/cifar10_resnet164_resnet20_quick.json")
+    >>> config["distill"]["epochs"]
+    """
+    if not os.path.isfile(path):
+        raise ConfigError(f"Config file {path!r} does not exist.")
+    try:
+        with open(path) as f:
+            content = json.load(f)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"Config file {path!r} is not valid JSON: {error}.") from None
+    base = DEFAULTS
+    if "extends" in content:
+        parent = os.path.join(os.path.dirname(path), content["extends"])
+        base = load_config(parent)
+    return _merge(base, content)
+
+
+def apply_overrides(config, overrides):
+    """Applies `key.path=value` overrides; values are parsed as JSON when they can be.
+
+    Args:
+        config: A complete config dict.
+        overrides: Strings such as "distill.epochs=2" or "data.dataset=cifar100".
+
+    Returns:
+        A new config dict.
+
+    Example:
+
+    >>> apply_overrides(config, ["distill.hksan.hierarchy=flat"])
+    """
+    update = {}
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(
+                f"Override {override!r} is not of the form key.path=value."
+            )
+        path, raw = override.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = update
+        keys = path.strip().split(".")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return _merge(config, update)
+
+
+def save_config(config, path):
+    """Writes a resolved config as JSON."""
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2)

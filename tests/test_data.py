@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from hksan_keras import data
+
+
+def _first_batches(dataset, count=2):
+    return [(x.numpy(), y.numpy()) for x, y in dataset.take(count)]
+
+
+def test_cifar_batches_have_the_right_shapes_dtypes_and_labels(cifar_data_dir):
+    train = data.cifar_dataset("cifar10", "train", 32, training=True, data_dir=cifar_data_dir, take=256, seed=0)
+    images, labels = next(iter(train))
+    assert images.shape == (32, 32, 32, 3) and images.dtype.name == "float32"
+    assert labels.shape == (32,) and labels.dtype.name == "int64"
+    assert 0 <= labels.numpy().min() and labels.numpy().max() < 10
+    # Normalised: roughly zero mean and unit spread on real images.
+    assert abs(float(images.numpy().mean())) < 0.5 and 0.5 < float(images.numpy().std()) < 1.5
+
+
+def test_evaluation_images_are_the_normalised_originals(cifar_data_dir):
+    test = data.cifar_dataset("cifar10", "test", 16, data_dir=cifar_data_dir, take=16)
+    raw = tfds.load("cifar10", split="test", as_supervised=True, data_dir=cifar_data_dir).take(16).batch(16)
+    (images, labels), = _first_batches(test, 1)
+    raw_images, raw_labels = next(iter(raw))
+    mean, std = (np.array(v, "float32") for v in data.CIFAR_STATS["cifar10"])
+    np.testing.assert_allclose(images, (raw_images.numpy().astype("float32") - mean) / std, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(labels, raw_labels.numpy())
+    # And they are the same every time through.
+    np.testing.assert_array_equal(_first_batches(test, 1)[0][0], images)
+
+
+def test_augmentation_changes_training_images(cifar_data_dir):
+    raw = tfds.load("cifar10", split="train", as_supervised=True, data_dir=cifar_data_dir).take(64)
+    plain = data.make_pipeline(raw, 64, training=False, stats=data.CIFAR_STATS["cifar10"])
+    augmented = data.make_pipeline(raw, 64, training=False, stats=data.CIFAR_STATS["cifar10"],
+                                   augment=data._cifar_augment)
+    # training=False never augments, even with an augmentation given.
+    np.testing.assert_array_equal(_first_batches(plain, 1)[0][0], _first_batches(augmented, 1)[0][0])
+    train = data.cifar_dataset("cifar10", "train", 64, training=True, data_dir=cifar_data_dir, take=64, seed=0)
+    (train_images, train_labels), = _first_batches(train, 1)
+    (plain_images, plain_labels), = _first_batches(plain, 1)
+    # Same examples (shuffled), different pixels.
+    assert sorted(train_labels.tolist()) == sorted(plain_labels.tolist())
+    order = [np.argmin([np.abs(t - p).sum() for p in plain_images]) for t in train_images]
+    changed = [not np.array_equal(t, plain_images[i]) for t, i in zip(train_images, order)]
+    assert np.mean(changed) > 0.5
+
+
+def test_same_seed_same_batches_new_epoch_new_draws(cifar_data_dir):
+    def pipeline(seed):
+        return data.cifar_dataset("cifar10", "train", 32, training=True, data_dir=cifar_data_dir, take=128, seed=seed)
+
+    first, second, other = pipeline(7), pipeline(7), pipeline(8)
+    a, b, c = _first_batches(first), _first_batches(second), _first_batches(other)
+    for (xa, ya), (xb, yb) in zip(a, b):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    assert not np.array_equal(a[0][0], c[0][0])
+    assert not np.array_equal(a[0][0], _first_batches(first)[0][0])  # second epoch
+
+
+def test_missing_dataset_names_the_directory_and_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not prepared in .*Pass data_dir"):
+        data.tfds_dataset("cifar100", "train", data_dir=str(tmp_path))
+
+
+def test_arrays_and_image_folders(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(20, 24, 24, 3), dtype=np.uint8)
+    labels = np.arange(20) % 2
+    train = data.array_dataset(images, labels, batch_size=8, training=True, seed=0)
+    x, y = next(iter(train))
+    assert x.shape == (8, 24, 24, 3) and set(y.numpy()) <= {0, 1}
+    with pytest.raises(ValueError, match="20 images and 3 labels"):
+        data.array_dataset(images, labels[:3])
+
+    for index, image in enumerate(images):
+        folder = tmp_path / f"class_{labels[index]}"
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(image).save(folder / f"{index}.png")
+    folder_ds = data.folder_dataset(str(tmp_path), batch_size=4, training=True, image_size=16, seed=0)
+    x, y = next(iter(folder_ds))
+    assert x.shape == (4, 16, 16, 3) and x.dtype.name == "float32"
+    evaluation = data.folder_dataset(str(tmp_path), batch_size=20, image_size=16)
+    assert sorted(next(iter(evaluation))[1].numpy().tolist()) == sorted(labels.tolist())
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.folder_dataset(str(tmp_path / "missing"))
