@@ -7,6 +7,7 @@ import hksan_keras
 REFERENCE_PARAMS = {
     "resnet20": 0.27, "resnet32": 0.46, "resnet56": 0.85, "resnet110": 1.73,
     "resnet164": 1.70, "resnet8x4": 1.23, "resnet32x4": 7.43, "wrn_16_2": 0.70, "wrn_40_2": 2.24,
+    "resnet18_imagenet": 11.69, "resnet34_imagenet": 21.80,
 }
 
 
@@ -15,7 +16,8 @@ def test_zoo_models_have_named_stages_logits_and_reference_size(name):
     model = hksan_keras.models.get(name, num_classes=100)
     assert model.output.shape == (None, 100)
     assert model.get_layer("logits").activation.__name__ == "linear"
-    assert [model.get_layer(f"stage{i}").output.shape[1:3] for i in (1, 2, 3)] == [(32, 32), (16, 16), (8, 8)]
+    sizes = [(56, 56), (28, 28), (14, 14), (7, 7)] if name.endswith("_imagenet") else [(32, 32), (16, 16), (8, 8)]
+    assert [model.get_layer(f"stage{i}").output.shape[1:3] for i in range(1, len(sizes) + 1)] == sizes
     millions = model.count_params() / 1e6
     assert millions == pytest.approx(REFERENCE_PARAMS[name], rel=0.05)
 

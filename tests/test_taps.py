@@ -6,11 +6,20 @@ from hksan_keras.taps import detect_stages
 from conftest import tiny_resnet
 
 
-@pytest.mark.parametrize("name", sorted(hksan_keras.models.MODELS))
+CIFAR_MODELS = sorted(n for n in hksan_keras.models.MODELS if not n.endswith("_imagenet"))
+
+
+@pytest.mark.parametrize("name", CIFAR_MODELS)
 def test_zoo_stages_are_detected_by_resolution(name):
     model = hksan_keras.models.get(name, num_classes=10)
     assert detect_stages(model) == ["stage1", "stage2", "stage3"]
     assert [model.get_layer(f"stage{i}").output.shape[1] for i in (1, 2, 3)] == [32, 16, 8]
+
+
+def test_imagenet_resnet_stages_with_the_stem_dropped():
+    model = hksan_keras.models.get("resnet18_imagenet", num_classes=1000)
+    assert detect_stages(model)[0] == "stem_relu"
+    assert detect_stages(model, num_stages=4) == ["stage1", "stage2", "stage3", "stage4"]
 
 
 def test_detection_on_keras_applications_and_sequential():

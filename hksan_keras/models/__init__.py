@@ -1,8 +1,9 @@
-"""Model zoo: CIFAR ResNets and Wide ResNets with named stage outputs."""
+"""Model zoo: CIFAR ResNets, Wide ResNets and ImageNet ResNets with named stages."""
 
 import functools
 
 from hksan_keras.models.cifar_resnet import cifar_resnet, resnet8x4, resnet32x4
+from hksan_keras.models.imagenet_resnet import imagenet_resnet
 from hksan_keras.models.wide_resnet import wide_resnet
 
 MODELS = {
@@ -16,6 +17,8 @@ MODELS = {
     "resnet32x4": resnet32x4,
     "wrn_16_2": functools.partial(wide_resnet, 16, 2),
     "wrn_40_2": functools.partial(wide_resnet, 40, 2),
+    "resnet18_imagenet": functools.partial(imagenet_resnet, 18),
+    "resnet34_imagenet": functools.partial(imagenet_resnet, 34),
 }
 
 
@@ -29,7 +32,7 @@ def get(name, num_classes, **kwargs):
         **kwargs: Passed to the model's constructor (weight_decay, ...).
 
     Returns:
-        A functional `keras.Model` with stages named "stage1".."stage3".
+        A functional `keras.Model` with stages named "stage1", "stage2", ...
 
     Example:
 
@@ -40,4 +43,4 @@ def get(name, num_classes, **kwargs):
     return MODELS[name](num_classes=num_classes, **kwargs)
 
 
-__all__ = ["MODELS", "cifar_resnet", "get", "resnet8x4", "resnet32x4", "wide_resnet"]
+__all__ = ["MODELS", "cifar_resnet", "get", "imagenet_resnet", "resnet8x4", "resnet32x4", "wide_resnet"]
