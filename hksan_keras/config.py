@@ -67,6 +67,9 @@ DEFAULTS = {
             "discriminator_regularization": 1e-5,
             "fake_as_real_weight": 0.1,
             "perturbation_rate": 0.5,
+            "num_stages": None,
+            "teacher_stages": None,
+            "student_stages": None,
             "pretrain_teacher_attention_epochs": 0,
         },
     },
@@ -80,6 +83,9 @@ _NULLABLE = {
     "data.train_size": int,
     "data.test_size": int,
     "teacher.path": str,
+    "distill.hksan.num_stages": int,
+    "distill.hksan.teacher_stages": list,
+    "distill.hksan.student_stages": list,
 }
 
 

@@ -121,15 +121,13 @@ class Distiller(keras.Model):
             "accuracy": self.accuracy_tracker.result(),
         }
 
-    def export_student(self, filepath, format="tf_saved_model", **kwargs):
-        """Exports the student alone for serving.
+    def export_student(self, filepath, format="tf_saved_model"):
+        """Exports the student alone for serving or phones.
 
         Args:
-            filepath: Directory (SavedModel) or file (ONNX, ...) to write.
-                An existing path is never overwritten.
-            format: Any format of `keras.Model.export` ("tf_saved_model",
-                "onnx", ...).
-            **kwargs: Passed to `keras.Model.export`.
+            filepath: Directory (SavedModel) or `.tflite` file to create; an
+                existing path is never overwritten.
+            format: "tf_saved_model" or "tflite".
 
         Returns:
             The path written.
@@ -140,14 +138,13 @@ class Distiller(keras.Model):
         >>> served = tf.saved_model.load("student_savedmodel")
         >>> logits = served.serve(images)
         """
-        import os
+        from hksan_keras import export
 
-        if os.path.exists(filepath):
-            raise FileExistsError(
-                f"{filepath} exists; choose a new path or remove it first."
-            )
-        self.student.export(filepath, format=format, **kwargs)
-        return filepath
+        if format == "tflite":
+            return export.export_tflite(self.student, filepath)
+        if format == "tf_saved_model":
+            return export.export_saved_model(self.student, filepath)
+        raise ValueError(f"format must be 'tf_saved_model' or 'tflite', got {format!r}.")
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,75 @@
+"""The hksan-keras command line (absl).
+
+    hksan-keras train-teacher --config=configs/X.json [--set=key.path=value ...]
+    hksan-keras train-student --config=...   (the student alone, labels only)
+    hksan-keras distill       --config=...
+    hksan-keras evaluate      --config=... [--model=path.keras]
+    hksan-keras export        --config=... [--model=path.keras] [--format=tflite]
+    hksan-keras experiment    --config=...   (teacher, student, distill, evaluate)
+"""
+
+import functools
+import sys
+
+from absl import app, flags, logging
+
+COMMANDS = ("train-teacher", "train-student", "distill", "evaluate", "export", "experiment")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "Experiment config, a JSON file (see configs/).")
+flags.DEFINE_multi_string(
+    "set", [], "Override a config field, e.g. --set=distill.epochs=2 (repeatable)."
+)
+flags.DEFINE_string("run_dir", None, "Run directory (default: the config's, else runs/<name>).")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (default: data.data_dir, else $TFDS_DATA_DIR).")
+flags.DEFINE_string("model", None, "evaluate/export: a .keras model instead of the run's own.")
+flags.DEFINE_enum("format", "tf_saved_model", ["tf_saved_model", "tflite"], "export: the format.")
+flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.", lower_bound=0, upper_bound=2)
+
+
+def _main(command, argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if not FLAGS.config:
+        raise app.UsageError("--config is required, e.g. --config=configs/cifar10_resnet56_resnet20_quick.json")
+    # TFDS and TensorFlow log every dataset read at INFO through absl.
+    logging.set_verbosity(logging.WARNING)
+    from hksan_keras import experiment
+    from hksan_keras.config import ConfigError
+
+    try:
+        config = experiment.resolve_config(FLAGS.config, FLAGS.set, FLAGS.run_dir, FLAGS.data_dir)
+        if command == "train-teacher":
+            experiment.train_classifier(config, "teacher", FLAGS.verbose)
+        elif command == "train-student":
+            experiment.train_classifier(config, "student", FLAGS.verbose)
+        elif command == "distill":
+            experiment.distill(config, FLAGS.verbose)
+        elif command == "evaluate":
+            experiment.evaluate(config, FLAGS.model)
+        elif command == "export":
+            experiment.export(config, FLAGS.model, FLAGS.format)
+        else:
+            results = experiment.run_experiment(config, FLAGS.verbose)
+            print("\nTest accuracy")
+            for name, scores in results.items():
+                print(f"  {name:<18} {scores['accuracy']:.4f}")
+    except (ConfigError, FileNotFoundError, FileExistsError) as error:
+        print(f"hksan-keras {command}: error: {error}", file=sys.stderr)
+        sys.exit(2)
+
+
+def run():
+    """Entry point of the `hksan-keras` console script."""
+    argv = list(sys.argv)
+    if len(argv) < 2 or argv[1] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        given = argv[1] if len(argv) > 1 else "nothing"
+        print(f"hksan-keras: error: expected a command ({', '.join(COMMANDS)}), got {given}.", file=sys.stderr)
+        sys.exit(2)
+    command = argv.pop(1)
+    app.run(functools.partial(_main, command), argv=argv)
+
+
+if __name__ == "__main__":
+    run()

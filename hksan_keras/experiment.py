@@ -1,0 +1,399 @@
+"""Experiments from configs: train a classifier, distil, evaluate, export.
+
+Each function takes a resolved config (see `resolve_config`) and writes into
+`<run_dir>/<step>/`: the step's config.json, TensorBoard logs in logs/,
+BackupAndRestore checkpoints in checkpoints/ (so rerunning an interrupted
+step resumes it), metrics.jsonl (one line per epoch), metrics.json (at the
+end), and the best and last models. A finished step is never overwritten.
+TensorFlow only (tf.data pipelines, SavedModel export).
+"""
+
+import json
+import math
+import os
+import time
+
+import keras
+
+from hksan_keras import data, models
+from hksan_keras.attention import HIERARCHIES
+from hksan_keras.callbacks import (
+    BestStudentCheckpoint,
+    EpochSummary,
+    MetricsLogger,
+    read_backup_epoch,
+    read_metrics,
+)
+from hksan_keras.config import ConfigError, apply_overrides, load_config, save_config
+from hksan_keras.distillers import HKSANDistiller
+
+METHODS = ("hksan",)
+
+
+def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
+    """Loads, overrides and checks a config before anything is trained.
+
+    Args:
+        path: Config file (configs/....json).
+        overrides: "key.path=value" strings.
+        run_dir: Run directory; defaults to the config's, else runs/<name>.
+        data_dir: TFDS data directory; overrides `data.data_dir`.
+
+    Returns:
+        The complete config, with `run_dir` filled in.
+
+    Example:
+
+    >>> config = resolve_config("configs/cifar10_resnet56_resnet20_quick.json",
+    ...                         ["distill.epochs=1"])
+    """
+    config = apply_overrides(load_config(path), list(overrides))
+    if data_dir:
+        config["data"]["data_dir"] = data_dir
+    config["run_dir"] = run_dir or config["run_dir"] or os.path.join("runs", config["name"])
+    for role in ("teacher", "student"):
+        name = config[role]["model"]
+        if name not in models.MODELS:
+            raise ConfigError(
+                f"{role}.model is {name!r}; choose one of {sorted(models.MODELS)}."
+            )
+    if config["distill"]["method"] not in METHODS:
+        raise ConfigError(
+            f"distill.method is {config['distill']['method']!r}; choose one of {METHODS}."
+        )
+    if config["distill"]["hksan"]["hierarchy"] not in HIERARCHIES:
+        raise ConfigError(
+            f"distill.hksan.hierarchy must be one of {HIERARCHIES}, got "
+            f"{config['distill']['hksan']['hierarchy']!r}."
+        )
+    for section in ("teacher", "distill"):
+        if config[section]["epochs"] < 1:
+            raise ConfigError(f"{section}.epochs must be >= 1.")
+    return config
+
+
+def build_models(config, num_classes):
+    """The teacher and student of a config (untrained), from the model zoo.
+
+    Args:
+        config: A resolved config.
+        num_classes: Number of classes of the dataset.
+
+    Returns:
+        `(teacher, student)` functional models.
+    """
+    shape = _input_shape(config)
+    teacher = models.get(
+        config["teacher"]["model"], num_classes,
+        weight_decay=config["teacher"]["weight_decay"], input_shape=shape,
+    )
+    student = models.get(
+        config["student"]["model"], num_classes,
+        weight_decay=config["student"]["weight_decay"], input_shape=shape,
+    )
+    return teacher, student
+
+
+def _input_shape(config):
+    if config["data"]["dataset"] in data.CIFAR_STATS:
+        return (32, 32, 3)
+    size = config["data"]["image_size"]
+    return (size, size, 3)
+
+
+def load_data(config):
+    """The training and test pipelines of a config and the dataset's facts.
+
+    Returns:
+        `(train, test, num_classes, steps_per_epoch)`.
+    """
+    import tensorflow_datasets as tfds
+
+    spec = config["data"]
+    common = dict(
+        data_dir=spec["data_dir"], manual_dir=spec["manual_dir"],
+        image_size=spec["image_size"],
+    )
+    train = data.tfds_dataset(
+        spec["dataset"], spec["train_split"], spec["batch_size"], training=True,
+        take=spec["train_size"], seed=config["seed"], **common,
+    )
+    test = data.tfds_dataset(
+        spec["dataset"], spec["test_split"], max(spec["batch_size"], 256),
+        take=spec["test_size"], **common,
+    )
+    builder = tfds.builder(spec["dataset"], data_dir=data.resolve_data_dir(spec["data_dir"]))
+    num_classes = builder.info.features["label"].num_classes
+    examples = data.num_examples(
+        spec["dataset"], spec["train_split"], spec["data_dir"], spec["train_size"]
+    )
+    return train, test, num_classes, math.ceil(examples / spec["batch_size"])
+
+
+def _sgd(section, steps_per_epoch):
+    boundaries = [m * steps_per_epoch for m in section["lr_milestones"]]
+    values = [section["learning_rate"] * section["lr_decay"] ** i for i in range(len(boundaries) + 1)]
+    schedule = (
+        keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+        if boundaries
+        else section["learning_rate"]
+    )
+    return keras.optimizers.SGD(schedule, momentum=section["momentum"], nesterov=True)
+
+
+class _Step:
+    """The directory of one step of a run, its resume state and its callbacks."""
+
+    def __init__(self, config, step):
+        self.step = step
+        self.directory = os.path.join(config["run_dir"], step)
+        self.metrics_json = os.path.join(self.directory, "metrics.json")
+        self.metrics_jsonl = os.path.join(self.directory, "metrics.jsonl")
+        self.backup_dir = os.path.join(self.directory, "checkpoints")
+        if os.path.exists(self.metrics_json):
+            raise FileExistsError(
+                f"{self.directory} holds a finished {step} run; choose another "
+                "--run_dir (or remove that directory) to run it again."
+            )
+        os.makedirs(self.directory, exist_ok=True)
+        self.resumed_epochs = read_backup_epoch(self.backup_dir)
+        if self.resumed_epochs:
+            print(
+                f"{step}: resuming from epoch {self.resumed_epochs} "
+                f"(checkpoint in {self.backup_dir})",
+                flush=True,
+            )
+        else:
+            # Records of an attempt that never finished an epoch are stale.
+            if os.path.exists(self.metrics_jsonl):
+                os.remove(self.metrics_jsonl)
+        save_config(config, os.path.join(self.directory, "config.json"))
+        self.start = time.time()
+
+    def best_so_far(self):
+        accuracies = [r["val_accuracy"] for r in read_metrics(self.metrics_jsonl) if "val_accuracy" in r]
+        return max(accuracies) if accuracies else None
+
+    def callbacks(self, epochs):
+        return [
+            keras.callbacks.BackupAndRestore(self.backup_dir),
+            keras.callbacks.TensorBoard(os.path.join(self.directory, "logs")),
+            MetricsLogger(self.metrics_jsonl),
+            EpochSummary(epochs, self.step),
+        ]
+
+    def finish(self, results):
+        records = read_metrics(self.metrics_jsonl)
+        accuracies = [r["val_accuracy"] for r in records if "val_accuracy" in r]
+        results = {
+            "step": self.step,
+            "epochs": len(records),
+            "best_epoch_test_accuracy": max(accuracies) if accuracies else None,
+            "last_epoch_test_accuracy": accuracies[-1] if accuracies else None,
+            "seconds_this_invocation": time.time() - self.start,
+            **results,
+        }
+        with open(self.metrics_json, "w") as f:
+            json.dump(results, f, indent=2)
+        return results
+
+
+def train_classifier(config, role, verbose=1):
+    """Trains the teacher, or the student alone (labels only), from a config.
+
+    The teacher follows `config["teacher"]`'s recipe; the student alone
+    follows `config["distill"]`'s, so that it is comparable with the
+    distilled student.
+
+    Args:
+        config: A resolved config.
+        role: "teacher" or "student".
+        verbose: Keras verbosity (0 silent, 1 progress bar, 2 a line per epoch).
+
+    Returns:
+        The step's final metrics (also in `<run_dir>/<role>/metrics.json`).
+    """
+    if role not in ("teacher", "student"):
+        raise ValueError(f"role must be 'teacher' or 'student', got {role!r}.")
+    step = _Step(config, role)
+    train, test, num_classes, steps_per_epoch = load_data(config)
+    teacher, student = build_models(config, num_classes)
+    model = teacher if role == "teacher" else student
+    recipe = config["teacher"] if role == "teacher" else config["distill"]
+    keras.utils.set_random_seed(config["seed"])
+    model.compile(
+        _sgd(recipe, steps_per_epoch),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    best = os.path.join(step.directory, "best.keras")
+    callbacks = step.callbacks(recipe["epochs"]) + [
+        keras.callbacks.ModelCheckpoint(
+            best, monitor="val_accuracy", mode="max", save_best_only=True,
+            initial_value_threshold=step.best_so_far(),
+        )
+    ]
+    model.fit(train, validation_data=test, epochs=recipe["epochs"],
+              callbacks=callbacks, verbose=verbose)
+    model.save(os.path.join(step.directory, "last.keras"))
+    return step.finish({"model": config[role]["model"]})
+
+
+def _teacher_path(config):
+    path = config["teacher"]["path"] or os.path.join(config["run_dir"], "teacher", "last.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"No trained teacher at {path}. Run `hksan-keras train-teacher` with "
+            "the same config and --run_dir first, or set teacher.path."
+        )
+    return path
+
+
+def distill(config, verbose=1):
+    """Distils the config's student from its trained teacher.
+
+    Args:
+        config: A resolved config.
+        verbose: Keras verbosity.
+
+    Returns:
+        The step's final metrics (also in `<run_dir>/distill/metrics.json`).
+    """
+    teacher_path = _teacher_path(config)
+    step = _Step(config, "distill")
+    train, test, num_classes, steps_per_epoch = load_data(config)
+    teacher = keras.saving.load_model(teacher_path)
+    _, student = build_models(config, num_classes)
+    options = dict(config["distill"]["hksan"])
+    pretrain_epochs = options.pop("pretrain_teacher_attention_epochs")
+    keras.utils.set_random_seed(config["seed"])
+    distiller = HKSANDistiller(teacher, student, seed=config["seed"], **options)
+    if pretrain_epochs and not step.resumed_epochs:
+        distiller.pretrain_teacher_attention(train, epochs=pretrain_epochs, verbose=verbose)
+    elif pretrain_epochs:
+        # The pretrained estimators come back with the checkpoint.
+        distiller.train_teacher_attention = False
+    recipe = config["distill"]
+    distiller.compile(
+        optimizer=_sgd(recipe, steps_per_epoch),
+        d_optimizer=keras.optimizers.Adam(recipe["d_learning_rate"], beta_1=recipe["d_beta_1"]),
+    )
+    callbacks = step.callbacks(recipe["epochs"]) + [
+        BestStudentCheckpoint(
+            os.path.join(step.directory, "best_student.keras"),
+            initial_best=step.best_so_far(),
+        )
+    ]
+    distiller.fit(train, validation_data=test, epochs=recipe["epochs"],
+                  callbacks=callbacks, verbose=verbose)
+    distiller.student.save(os.path.join(step.directory, "last_student.keras"))
+    distiller.save(os.path.join(step.directory, "distiller.keras"))
+    return step.finish({"teacher": teacher_path, "student": config["student"]["model"]})
+
+
+DEFAULT_EVALUATIONS = {
+    "teacher": ("teacher", "last.keras"),
+    "student": ("student", "last.keras"),
+    "distilled_student": ("distill", "best_student.keras"),
+}
+
+
+def evaluate(config, model_path=None):
+    """Test loss and accuracy of a model, or of every model the run has.
+
+    Args:
+        config: A resolved config.
+        model_path: A `.keras` classifier or distiller; by default the run's
+            teacher, student trained alone and best distilled student.
+
+    Returns:
+        `{name: {"loss": ..., "accuracy": ...}}`, also written to
+        `<run_dir>/evaluate.json`.
+    """
+    if model_path:
+        if not os.path.exists(model_path):
+            raise FileNotFoundError(f"No model at {model_path}.")
+        paths = {os.path.basename(model_path): model_path}
+    else:
+        paths = {
+            name: os.path.join(config["run_dir"], *parts)
+            for name, parts in DEFAULT_EVALUATIONS.items()
+            if os.path.exists(os.path.join(config["run_dir"], *parts))
+        }
+        if not paths:
+            raise FileNotFoundError(
+                f"No trained models in {config['run_dir']}; run train-teacher and "
+                "distill first, or pass --model."
+            )
+    _, test, _, _ = load_data(config)
+    results = {}
+    for name, path in paths.items():
+        model = keras.saving.load_model(path)
+        if not isinstance(model, HKSANDistiller):
+            model.compile(
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+            )
+        scores = model.evaluate(test, verbose=0, return_dict=True)
+        results[name] = {"path": path, "loss": float(scores["loss"]), "accuracy": float(scores["accuracy"])}
+        print(f"{name}: test accuracy {scores['accuracy']:.4f}, loss {scores['loss']:.4f} ({path})", flush=True)
+    os.makedirs(config["run_dir"], exist_ok=True)
+    with open(os.path.join(config["run_dir"], "evaluate.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def run_experiment(config, verbose=1):
+    """Teacher, student alone, distillation and evaluation, in that order.
+
+    Steps that finished earlier in the same run directory are reused, and an
+    interrupted one resumes.
+
+    Args:
+        config: A resolved config.
+        verbose: Keras verbosity.
+
+    Returns:
+        The output of `evaluate`.
+    """
+    steps = (
+        ("teacher", lambda: train_classifier(config, "teacher", verbose)),
+        ("student", lambda: train_classifier(config, "student", verbose)),
+        ("distill", lambda: distill(config, verbose)),
+    )
+    for name, run_step in steps:
+        if os.path.exists(os.path.join(config["run_dir"], name, "metrics.json")):
+            print(f"{name}: finished earlier in {config['run_dir']}, reused", flush=True)
+        else:
+            run_step()
+    return evaluate(config)
+
+
+def export(config, model_path=None, format="tf_saved_model"):
+    """Exports the run's best distilled student (or `model_path`).
+
+    Args:
+        config: A resolved config.
+        model_path: A `.keras` classifier; defaults to the best distilled student.
+        format: "tf_saved_model" (to <run_dir>/export/saved_model) or
+            "tflite" (to <run_dir>/export/student.tflite).
+
+    Returns:
+        The path written.
+    """
+    from hksan_keras import export as exporters
+
+    path = model_path or os.path.join(config["run_dir"], "distill", "best_student.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No model at {path}; run distill first, or pass --model.")
+    model = keras.saving.load_model(path)
+    if isinstance(model, HKSANDistiller):
+        model = model.student
+    directory = os.path.join(config["run_dir"], "export")
+    os.makedirs(directory, exist_ok=True)
+    if format == "tflite":
+        written = exporters.export_tflite(model, os.path.join(directory, "student.tflite"))
+    else:
+        written = exporters.export_saved_model(model, os.path.join(directory, "saved_model"))
+    print(f"exported {path} to {written}", flush=True)
+    return written
