@@ -1,0 +1,115 @@
+"""The command line, end to end on real CIFAR-10 with a tiny budget."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import REPO_ROOT
+
+QUICK = str(REPO_ROOT / "configs" / "cifar10_resnet164_resnet20_quick.json")
+TINY = [
+    "--set=teacher.model=resnet8", "--set=student.model=resnet8",
+    "--set=data.train_size=192", "--set=data.test_size=128", "--set=data.batch_size=64",
+    "--set=teacher.epochs=1", "--set=distill.epochs=1", "--set=teacher.lr_milestones=[]",
+    "--set=distill.lr_milestones=[]", "--set=distill.hksan.discriminator_units=[16]",
+]
+
+
+def hksan(*args, data_dir=None, check=True):
+    command = [sys.executable, "-m", "hksan_keras.cli", *args]
+    if data_dir:
+        command.append(f"--data_dir={data_dir}")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def test_every_subcommand_end_to_end(cifar_data_dir, tmp_path):
+    run = tmp_path / "run"
+    common = [f"--config={QUICK}", f"--run_dir={run}", "--verbose=0", *TINY]
+    for command in ("train-teacher", "train-student", "distill"):
+        out = hksan(command, *common, data_dir=cifar_data_dir)
+        assert f"{command.replace('train-', '')} epoch 1/1" in out.stdout
+    for step, models in (("teacher", ["best.keras", "last.keras"]), ("student", ["best.keras", "last.keras"]),
+                         ("distill", ["best_student.keras", "last_student.keras", "distiller.keras"])):
+        directory = run / step
+        for name in ["config.json", "metrics.json", "metrics.jsonl", *models]:
+            assert (directory / name).is_file(), f"{step}/{name}"
+        assert any((directory / "logs").rglob("*tfevents*")), step
+        config = json.loads((directory / "config.json").read_text())
+        assert config["teacher"]["model"] == "resnet8" and config["data"]["train_size"] == 192
+        metrics = json.loads((directory / "metrics.json").read_text())
+        assert metrics["epochs"] == 1 and 0 <= metrics["last_epoch_test_accuracy"] <= 1
+    epoch = json.loads((run / "distill" / "metrics.jsonl").read_text().splitlines()[0])
+    for term in ("squeeze_loss", "adversarial_loss", "discriminator_loss", "val_accuracy"):
+        assert term in epoch
+
+    out = hksan("evaluate", *common, data_dir=cifar_data_dir)
+    scores = json.loads((run / "evaluate.json").read_text())
+    assert set(scores) == {"teacher", "student", "distilled_student"}
+    assert "distilled_student: test accuracy" in out.stdout
+
+    hksan("export", *common, data_dir=cifar_data_dir)
+    assert (run / "export" / "saved_model" / "saved_model.pb").is_file()
+    hksan("export", *common, "--format=tflite", data_dir=cifar_data_dir)
+    assert (run / "export" / "student.tflite").stat().st_size > 10_000
+    again = hksan("export", *common, data_dir=cifar_data_dir, check=False)
+    assert again.returncode == 2 and "exists" in again.stderr
+
+    # A finished step is never overwritten; `experiment` reuses finished steps.
+    refused = hksan("train-teacher", *common, data_dir=cifar_data_dir, check=False)
+    assert refused.returncode == 2 and "finished teacher run" in refused.stderr
+    out = hksan("experiment", *common, data_dir=cifar_data_dir)
+    assert out.stdout.count("finished earlier") == 3
+    assert "Test accuracy" in out.stdout and "distilled_student" in out.stdout
+
+
+def test_an_interrupted_step_resumes_where_it_stopped(cifar_data_dir, tmp_path):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "hksan_keras.cli", "train-teacher", f"--config={QUICK}", f"--run_dir={run}",
+            "--verbose=0", f"--data_dir={cifar_data_dir}", *TINY, "--set=teacher.epochs=3"]
+    process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backup = run / "teacher" / "checkpoints" / "training_metadata.json"
+    deadline = time.time() + 300
+    while not backup.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert backup.exists() and not (run / "teacher" / "metrics.json").exists()
+    done = json.loads(backup.read_text())["epoch"]
+    assert 1 <= done < 3
+
+    out = hksan("train-teacher", f"--config={QUICK}", f"--run_dir={run}", "--verbose=0", *TINY,
+                "--set=teacher.epochs=3", data_dir=cifar_data_dir)
+    assert f"resuming from epoch {done}" in out.stdout
+    epochs = [json.loads(line)["epoch"] for line in (run / "teacher" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+    assert not (run / "teacher" / "checkpoints" / "training_metadata.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set=distill.epoch=3"], "Unknown config key 'distill.epoch'"),
+    (["--set=distill.epochs=three"], "'distill.epochs' expects int"),
+    (["--set=teacher.model=resnet9"], "teacher.model is 'resnet9'"),
+    (["--data_dir=/nonexistent/tfds"], "not prepared in '/nonexistent/tfds"),
+    (["--verbose=loud"], "Flags parsing error: flag --verbose=loud"),
+])
+def test_bad_input_ends_with_one_clear_message(args, message, tmp_path):
+    result = hksan("train-teacher", f"--config={QUICK}", f"--run_dir={tmp_path / 'run'}", *args, check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_teacher_and_an_unknown_command_are_explained(cifar_data_dir, tmp_path):
+    result = hksan("distill", f"--config={QUICK}", f"--run_dir={tmp_path}", data_dir=cifar_data_dir, check=False)
+    assert result.returncode == 2 and "No trained teacher" in result.stderr and "Traceback" not in result.stderr
+    result = hksan("frobnicate", check=False)
+    assert result.returncode == 2 and "expected a command" in result.stderr

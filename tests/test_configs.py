@@ -1,0 +1,43 @@
+"""Every config file loads, and its teacher and student build and pair up."""
+
+import pathlib
+
+import keras
+import pytest
+
+import hksan_keras
+from hksan_keras import experiment
+from hksan_keras.config import ConfigError, load_config
+
+CONFIGS = sorted(pathlib.Path(__file__).resolve().parents[1].glob("configs/*.json"))
+CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet2012": 1000}
+EXPERIMENTS = [p for p in CONFIGS if p.name != "cifar_base.json"]
+
+
+def test_there_is_a_config_and_a_quick_variant_for_every_experiment():
+    names = {p.stem for p in EXPERIMENTS}
+    assert len(names) == 26
+    for name in names:
+        assert name.endswith("_quick") or f"{name}_quick" in names
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_config_builds_its_models(path):
+    config = experiment.resolve_config(str(path))
+    assert config["name"] == path.stem and config["description"]
+    keras.backend.clear_session()
+    teacher, student = experiment.build_models(config, CLASSES[config["data"]["dataset"]])
+    options = dict(config["distill"]["hksan"])
+    options.pop("pretrain_teacher_attention_epochs")
+    distiller = hksan_keras.HKSANDistiller(teacher, student, **options)
+    assert len(distiller.teacher_stages) == (4 if config["data"]["dataset"] == "imagenet2012" else 3)
+
+
+def test_a_bad_config_file_is_explained(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"teacher": {"epochs": "many"}}')
+    with pytest.raises(ConfigError, match="'teacher.epochs' expects int"):
+        load_config(str(bad))
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_config(str(bad))
