@@ -24,10 +24,20 @@ def conv(x, filters, kernel_size, strides, name, weight_decay):
     )(x)
 
 
-def conv_bn(x, filters, kernel_size, strides, name, weight_decay, momentum):
-    """3x3 or 1x1 convolution (no bias) followed by batch normalisation."""
+def conv_bn(x, filters, kernel_size, strides, name, weight_decay, momentum, zero_gamma=False):
+    """3x3 or 1x1 convolution (no bias) followed by batch normalisation.
+
+    `zero_gamma` starts the normalisation's scale at zero: on the last layer
+    of a residual branch it makes each block start as the identity, which
+    lets deep ResNets (110, 164) train at the usual learning rates without
+    diverging (Goyal et al. 2017).
+    """
     x = conv(x, filters, kernel_size, strides, f"{name}_conv", weight_decay)
-    return layers.BatchNormalization(momentum=momentum, name=f"{name}_bn")(x)
+    return layers.BatchNormalization(
+        momentum=momentum,
+        gamma_initializer="zeros" if zero_gamma else "ones",
+        name=f"{name}_bn",
+    )(x)
 
 
 def _basic_block(x, filters, strides, name, output_name, wd, momentum):
@@ -36,7 +46,7 @@ def _basic_block(x, filters, strides, name, output_name, wd, momentum):
         shortcut = conv_bn(x, filters, 1, strides, f"{name}_shortcut", wd, momentum)
     y = conv_bn(x, filters, 3, strides, f"{name}_1", wd, momentum)
     y = layers.ReLU(name=f"{name}_1_relu")(y)
-    y = conv_bn(y, filters, 3, 1, f"{name}_2", wd, momentum)
+    y = conv_bn(y, filters, 3, 1, f"{name}_2", wd, momentum, zero_gamma=True)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=output_name)(y)
 
@@ -50,7 +60,7 @@ def _bottleneck_block(x, filters, strides, name, output_name, wd, momentum):
     y = layers.ReLU(name=f"{name}_1_relu")(y)
     y = conv_bn(y, inner, 3, strides, f"{name}_2", wd, momentum)
     y = layers.ReLU(name=f"{name}_2_relu")(y)
-    y = conv_bn(y, filters, 1, 1, f"{name}_3", wd, momentum)
+    y = conv_bn(y, filters, 1, 1, f"{name}_3", wd, momentum, zero_gamma=True)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=output_name)(y)
 
