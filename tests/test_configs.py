@@ -16,7 +16,7 @@ EXPERIMENTS = [p for p in CONFIGS if p.name != "cifar_base.json"]
 
 def test_there_is_a_config_and_a_quick_variant_for_every_experiment():
     names = {p.stem for p in EXPERIMENTS}
-    assert len(names) == 26
+    assert len(names) == 28
     for name in names:
         assert name.endswith("_quick") or f"{name}_quick" in names
 
