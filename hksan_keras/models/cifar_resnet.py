@@ -65,6 +65,31 @@ def _bottleneck_block(x, filters, strides, name, output_name, wd, momentum):
     return layers.ReLU(name=output_name)(y)
 
 
+def residual_stages(x, stage_widths, blocks, block_fn, weight_decay, momentum):
+    """Stacks residual stages; the last block of stage s is the layer "stage{s}".
+
+    Every stage but the first starts by halving the resolution.
+    """
+    for stage, (filters, count) in enumerate(zip(stage_widths, blocks), start=1):
+        for index in range(count):
+            x = block_fn(
+                x,
+                filters,
+                strides=2 if (index == 0 and stage > 1) else 1,
+                name=f"stage{stage}_block{index + 1}",
+                output_name=f"stage{stage}" if index == count - 1 else f"stage{stage}_block{index + 1}_out",
+                wd=weight_decay,
+                momentum=momentum,
+            )
+    return x
+
+
+def logits_head(x, num_classes, weight_decay):
+    """Global average pooling and the linear "logits" layer."""
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return layers.Dense(num_classes, kernel_regularizer=_regularizer(weight_decay), name="logits")(x)
+
+
 def cifar_resnet(
     depth,
     num_classes=10,
@@ -124,25 +149,11 @@ def cifar_resnet(
     inputs = keras.Input(shape=input_shape, name="images")
     x = conv_bn(inputs, stem_width, 3, 1, "stem", weight_decay, batch_norm_momentum)
     x = layers.ReLU(name="stem_relu")(x)
-    for stage, filters in enumerate(stage_widths, start=1):
-        for index in range(blocks_per_stage):
-            last = index == blocks_per_stage - 1
-            x = block_fn(
-                x,
-                filters,
-                strides=2 if (index == 0 and stage > 1) else 1,
-                name=f"stage{stage}_block{index + 1}",
-                output_name=f"stage{stage}" if last else f"stage{stage}_block{index + 1}_out",
-                wd=weight_decay,
-                momentum=batch_norm_momentum,
-            )
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(
-        num_classes,
-        kernel_regularizer=_regularizer(weight_decay),
-        name="logits",
-    )(x)
-    return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
+    x = residual_stages(
+        x, stage_widths, [blocks_per_stage] * len(stage_widths), block_fn,
+        weight_decay, batch_norm_momentum,
+    )
+    return keras.Model(inputs, logits_head(x, num_classes, weight_decay), name=name or f"resnet{depth}")
 
 
 def resnet8x4(num_classes=100, **kwargs):

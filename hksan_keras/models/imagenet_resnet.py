@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from hksan_keras.models.cifar_resnet import _basic_block, _regularizer, conv_bn
+from hksan_keras.models.cifar_resnet import _basic_block, conv_bn, logits_head, residual_stages
 
 BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 
@@ -45,18 +45,6 @@ def imagenet_resnet(
     x = conv_bn(inputs, 64, 7, 2, "stem", weight_decay, batch_norm_momentum)
     x = layers.ReLU(name="stem_relu")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
-    for stage, (blocks, filters) in enumerate(zip(BLOCKS[depth], (64, 128, 256, 512)), start=1):
-        for index in range(blocks):
-            last = index == blocks - 1
-            x = _basic_block(
-                x,
-                filters,
-                strides=2 if (index == 0 and stage > 1) else 1,
-                name=f"stage{stage}_block{index + 1}",
-                output_name=f"stage{stage}" if last else f"stage{stage}_block{index + 1}_out",
-                wd=weight_decay,
-                momentum=batch_norm_momentum,
-            )
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(num_classes, kernel_regularizer=_regularizer(weight_decay), name="logits")(x)
-    return keras.Model(inputs, outputs, name=name or f"resnet{depth}_imagenet")
+    x = residual_stages(x, (64, 128, 256, 512), BLOCKS[depth], _basic_block,
+                        weight_decay, batch_norm_momentum)
+    return keras.Model(inputs, logits_head(x, num_classes, weight_decay), name=name or f"resnet{depth}_imagenet")

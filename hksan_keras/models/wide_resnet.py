@@ -3,7 +3,7 @@
 import keras
 from keras import layers
 
-from hksan_keras.models.cifar_resnet import _regularizer, conv
+from hksan_keras.models.cifar_resnet import conv, logits_head
 
 
 def _bn_relu(x, name, momentum):
@@ -72,8 +72,4 @@ def wide_resnet(
             activated = False
         x = _bn_relu(x, f"stage{stage}", momentum)
         activated = True
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
-    outputs = layers.Dense(
-        num_classes, kernel_regularizer=_regularizer(weight_decay), name="logits"
-    )(x)
-    return keras.Model(inputs, outputs, name=name or f"wrn_{depth}_{width}")
+    return keras.Model(inputs, logits_head(x, num_classes, weight_decay), name=name or f"wrn_{depth}_{width}")
