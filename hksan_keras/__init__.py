@@ -5,11 +5,15 @@ Public API:
     Distiller       the base that every distiller shares
     TaskDrivenAttention, HierarchicalSqueeze, LogitDiscriminator
     losses          HKSAN's loss terms, usable on their own
-    models          CIFAR ResNets and Wide ResNets with named stages
+    models          CIFAR ResNets, Wide ResNets, ImageNet ResNets with named stages
     taps            stage outputs of any functional model
+    data            tf.data pipelines (TFDS, numpy arrays, image folders)
+    callbacks       per-epoch metrics, summaries, best-student checkpoint
+    export          SavedModel and TFLite export
+    experiment      config-driven steps behind the hksan-keras command
 """
 
-from hksan_keras import losses, models, taps
+from hksan_keras import callbacks, data, export, losses, models, taps
 from hksan_keras.attention import HierarchicalSqueeze, TaskDrivenAttention
 from hksan_keras.discriminators import LogitDiscriminator
 from hksan_keras.distillers import Distiller, HKSANDistiller
@@ -22,6 +26,9 @@ __all__ = [
     "HierarchicalSqueeze",
     "LogitDiscriminator",
     "TaskDrivenAttention",
+    "callbacks",
+    "data",
+    "export",
     "losses",
     "models",
     "taps",
