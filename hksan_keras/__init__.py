@@ -17,6 +17,7 @@ from hksan_keras import callbacks, data, export, losses, models, taps
 from hksan_keras.attention import HierarchicalSqueeze, TaskDrivenAttention
 from hksan_keras.discriminators import LogitDiscriminator
 from hksan_keras.distillers import Distiller, HKSANDistiller
+from hksan_keras import experiment  # noqa: E402  (uses the distillers)
 
 __version__ = "0.1.0"
 
@@ -28,6 +29,7 @@ __all__ = [
     "TaskDrivenAttention",
     "callbacks",
     "data",
+    "experiment",
     "export",
     "losses",
     "models",
