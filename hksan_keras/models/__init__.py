@@ -12,7 +12,8 @@ MODELS = {
     "resnet32": functools.partial(cifar_resnet, 32),
     "resnet56": functools.partial(cifar_resnet, 56),
     "resnet110": functools.partial(cifar_resnet, 110),
-    "resnet164": functools.partial(cifar_resnet, 164, block="bottleneck"),
+    # Without zero-initialised residual branches it diverges at lr 0.05.
+    "resnet164": functools.partial(cifar_resnet, 164, block="bottleneck", zero_init_residual=True),
     "resnet8x4": resnet8x4,
     "resnet32x4": resnet32x4,
     "wrn_16_2": functools.partial(wide_resnet, 16, 2),

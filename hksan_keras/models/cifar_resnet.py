@@ -28,9 +28,8 @@ def conv_bn(x, filters, kernel_size, strides, name, weight_decay, momentum, zero
     """3x3 or 1x1 convolution (no bias) followed by batch normalisation.
 
     `zero_gamma` starts the normalisation's scale at zero: on the last layer
-    of a residual branch it makes each block start as the identity, which
-    lets deep ResNets (110, 164) train at the usual learning rates without
-    diverging (Goyal et al. 2017).
+    of a residual branch it makes the block start as the identity (Goyal et
+    al. 2017).
     """
     x = conv(x, filters, kernel_size, strides, f"{name}_conv", weight_decay)
     return layers.BatchNormalization(
@@ -40,18 +39,18 @@ def conv_bn(x, filters, kernel_size, strides, name, weight_decay, momentum, zero
     )(x)
 
 
-def _basic_block(x, filters, strides, name, output_name, wd, momentum):
+def _basic_block(x, filters, strides, name, output_name, wd, momentum, zero_gamma=False):
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = conv_bn(x, filters, 1, strides, f"{name}_shortcut", wd, momentum)
     y = conv_bn(x, filters, 3, strides, f"{name}_1", wd, momentum)
     y = layers.ReLU(name=f"{name}_1_relu")(y)
-    y = conv_bn(y, filters, 3, 1, f"{name}_2", wd, momentum, zero_gamma=True)
+    y = conv_bn(y, filters, 3, 1, f"{name}_2", wd, momentum, zero_gamma=zero_gamma)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=output_name)(y)
 
 
-def _bottleneck_block(x, filters, strides, name, output_name, wd, momentum):
+def _bottleneck_block(x, filters, strides, name, output_name, wd, momentum, zero_gamma=False):
     inner = filters // 4
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
@@ -60,12 +59,12 @@ def _bottleneck_block(x, filters, strides, name, output_name, wd, momentum):
     y = layers.ReLU(name=f"{name}_1_relu")(y)
     y = conv_bn(y, inner, 3, strides, f"{name}_2", wd, momentum)
     y = layers.ReLU(name=f"{name}_2_relu")(y)
-    y = conv_bn(y, filters, 1, 1, f"{name}_3", wd, momentum, zero_gamma=True)
+    y = conv_bn(y, filters, 1, 1, f"{name}_3", wd, momentum, zero_gamma=zero_gamma)
     y = layers.Add(name=f"{name}_add")([shortcut, y])
     return layers.ReLU(name=output_name)(y)
 
 
-def residual_stages(x, stage_widths, blocks, block_fn, weight_decay, momentum):
+def residual_stages(x, stage_widths, blocks, block_fn, weight_decay, momentum, zero_init_residual=False):
     """Stacks residual stages; the last block of stage s is the layer "stage{s}".
 
     Every stage but the first starts by halving the resolution.
@@ -80,6 +79,7 @@ def residual_stages(x, stage_widths, blocks, block_fn, weight_decay, momentum):
                 output_name=f"stage{stage}" if index == count - 1 else f"stage{stage}_block{index + 1}_out",
                 wd=weight_decay,
                 momentum=momentum,
+                zero_gamma=zero_init_residual,
             )
     return x
 
@@ -98,6 +98,7 @@ def cifar_resnet(
     stage_widths=None,
     weight_decay=5e-4,
     batch_norm_momentum=0.9,
+    zero_init_residual=False,
     input_shape=(32, 32, 3),
     name=None,
 ):
@@ -119,6 +120,13 @@ def cifar_resnet(
         weight_decay: PyTorch-style weight decay on the kernels (0 for none).
         batch_norm_momentum: Keras BatchNormalization momentum (0.9 is
             PyTorch's default 0.1).
+        zero_init_residual: Start the last batch normalisation of every
+            residual branch at zero, so each block starts as the identity.
+            Deep networks need it at the usual learning rates (ResNet-164
+            diverged at lr 0.05 without it); on small networks and short
+            schedules it costs accuracy (a narrow ResNet-8 trained alone for
+            8 epochs in benchmarks/loss_weights.py: 38.9% with it, 51.3 to
+            53.0% without), hence off by default.
         input_shape: Shape of one input image.
         name: Model name; defaults to "resnet{depth}".
 
@@ -151,7 +159,7 @@ def cifar_resnet(
     x = layers.ReLU(name="stem_relu")(x)
     x = residual_stages(
         x, stage_widths, [blocks_per_stage] * len(stage_widths), block_fn,
-        weight_decay, batch_norm_momentum,
+        weight_decay, batch_norm_momentum, zero_init_residual,
     )
     return keras.Model(inputs, logits_head(x, num_classes, weight_decay), name=name or f"resnet{depth}")
 
