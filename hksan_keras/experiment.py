@@ -163,10 +163,10 @@ class _Step:
                 f"(checkpoint in {self.backup_dir})",
                 flush=True,
             )
-        else:
-            # Records of an attempt that never finished an epoch are stale.
-            if os.path.exists(self.metrics_jsonl):
-                os.remove(self.metrics_jsonl)
+        # Epochs logged after the last checkpoint will be trained again.
+        kept = [r for r in read_metrics(self.metrics_jsonl) if r["epoch"] <= self.resumed_epochs]
+        with open(self.metrics_jsonl, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in kept)
         save_config(config, os.path.join(self.directory, "config.json"))
         self.start = time.time()
 
