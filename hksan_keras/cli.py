@@ -24,7 +24,7 @@ flags.DEFINE_string("run_dir", None, "Run directory (default: the config's, else
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: data.data_dir, else $TFDS_DATA_DIR).")
 flags.DEFINE_string("model", None, "evaluate/export: a .keras model instead of the run's own.")
 flags.DEFINE_enum("format", "tf_saved_model", ["tf_saved_model", "tflite"], "export: the format.")
-flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch.", lower_bound=0, upper_bound=2)
+flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 none (the one-line epoch summary stays), 1 progress bar, 2 Keras line per epoch.", lower_bound=0, upper_bound=2)
 
 
 def _main(command, argv):

@@ -19,4 +19,4 @@ fi
 . .venv/bin/activate
 python -m pip install -q -e .
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-hksan-keras experiment --config="$config" --data_dir="$data_dir" --verbose=2
+hksan-keras experiment --config="$config" --data_dir="$data_dir" --verbose=0
