@@ -10,7 +10,8 @@ class LogitDiscriminator(keras.layers.Layer):
     BatchNorm -> [Dense -> BatchNorm -> ReLU] x len(hidden_units)
     -> Dense(1 + num_classes). The first output unit is the source logit
     (teacher = real, student = fake); the other `num_classes` units are the
-    class logits of the class-conditional head.
+    class logits of the class-conditional head (absent with
+    `class_head=False`: then Dense(1)).
 
     Batch normalisation is synchronised across replicas under a
     `tf.distribute` strategy, so the discriminator sees the same statistics
@@ -19,6 +20,7 @@ class LogitDiscriminator(keras.layers.Layer):
     Args:
         num_classes: Number of classes (the width of the logits it reads).
         hidden_units: Widths of the hidden Dense layers.
+        class_head: Whether D also classifies its input.
         kernel_regularizer: Regulariser of every Dense kernel (the distiller
             passes `L1L2(mu, mu)`, the term that keeps the discriminator from
             overpowering the student).
@@ -27,7 +29,7 @@ class LogitDiscriminator(keras.layers.Layer):
 
     Returns (from `call`):
         A tuple `(source_logits, class_logits)` of shapes (batch,) and
-        (batch, num_classes).
+        (batch, num_classes); `class_logits` is None without a class head.
 
     Example:
 
@@ -41,6 +43,7 @@ class LogitDiscriminator(keras.layers.Layer):
         self,
         num_classes,
         hidden_units=(256, 256),
+        class_head=True,
         kernel_regularizer=None,
         batch_norm_momentum=0.9,
         **kwargs,
@@ -48,6 +51,7 @@ class LogitDiscriminator(keras.layers.Layer):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         self.hidden_units = [int(u) for u in hidden_units]
+        self.class_head = bool(class_head)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.batch_norm_momentum = float(batch_norm_momentum)
 
@@ -73,7 +77,7 @@ class LogitDiscriminator(keras.layers.Layer):
             for i in range(1, len(self.hidden_units) + 1)
         ]
         self.output_layer = keras.layers.Dense(
-            1 + self.num_classes,
+            1 + self.num_classes if self.class_head else 1,
             kernel_regularizer=self.kernel_regularizer,
             name="source_and_class",
         )
@@ -93,9 +97,13 @@ class LogitDiscriminator(keras.layers.Layer):
         for dense, norm in zip(self.hidden_dense, self.hidden_norms):
             x = keras.activations.relu(norm(dense(x), training=training))
         outputs = self.output_layer(x)
+        if not self.class_head:
+            return outputs[:, 0], None
         return outputs[:, 0], outputs[:, 1:]
 
     def compute_output_shape(self, input_shape):
+        if not self.class_head:
+            return (input_shape[0],), None
         return (input_shape[0],), (input_shape[0], self.num_classes)
 
     def get_config(self):
@@ -104,6 +112,7 @@ class LogitDiscriminator(keras.layers.Layer):
             {
                 "num_classes": self.num_classes,
                 "hidden_units": self.hidden_units,
+                "class_head": self.class_head,
                 "kernel_regularizer": keras.regularizers.serialize(
                     self.kernel_regularizer
                 )

@@ -110,18 +110,23 @@ def source_loss(source_logits, is_real):
     )
 
 
-def adversarial_student_loss(labels, source_logits, class_logits):
+def adversarial_student_loss(labels, source_logits, class_logits=None):
     """The student's adversarial term: look real, and be classified right.
 
     Args:
         labels: Integer class labels, shape (batch,).
         source_logits: Discriminator source logits on the student's logits.
-        class_logits: Discriminator class logits on the student's logits.
+        class_logits: Discriminator class logits on the student's logits, or
+            None for a discriminator without a class head.
 
     Returns:
-        Scalar `BCE(D_src(l_S), real) + CE(y, D_cls(l_S))`.
+        Scalar `BCE(D_src(l_S), real) + CE(y, D_cls(l_S))` (the second term
+        only with class logits).
     """
-    return source_loss(source_logits, True) + label_loss(labels, class_logits)
+    loss = source_loss(source_logits, True)
+    if class_logits is not None:
+        loss = loss + label_loss(labels, class_logits)
+    return loss
 
 
 def discriminator_loss(
@@ -138,9 +143,9 @@ def discriminator_loss(
     Args:
         labels: Integer class labels, shape (batch,).
         teacher_source: D_src on the teacher's logits (real).
-        teacher_classes: D_cls on the teacher's logits.
+        teacher_classes: D_cls on the teacher's logits (None: no class head).
         student_source: D_src on the student's logits (fake).
-        student_classes: D_cls on the student's logits.
+        student_classes: D_cls on the student's logits (None: no class head).
         perturbed_student_source: D_src on perturbed student logits, shown as
             real (KSANC's regulariser); ignored when `fake_as_real_weight`
             is 0.
@@ -149,12 +154,11 @@ def discriminator_loss(
     Returns:
         Scalar `BCE(real) + BCE(fake) + CE_T + CE_S + nu * BCE(perturbed, real)`.
     """
-    loss = (
-        source_loss(teacher_source, True)
-        + source_loss(student_source, False)
-        + label_loss(labels, teacher_classes)
-        + label_loss(labels, student_classes)
-    )
+    loss = source_loss(teacher_source, True) + source_loss(student_source, False)
+    if teacher_classes is not None:
+        loss = loss + label_loss(labels, teacher_classes)
+    if student_classes is not None:
+        loss = loss + label_loss(labels, student_classes)
     if fake_as_real_weight and perturbed_student_source is not None:
         loss = loss + fake_as_real_weight * source_loss(
             perturbed_student_source, True

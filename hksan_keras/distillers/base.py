@@ -1,11 +1,19 @@
-"""What every distiller shares: a frozen teacher, a student, label metrics,
-evaluation, saving and export of the student."""
+"""What every distiller shares: a frozen teacher, a student, the train_step,
+label metrics, evaluation, saving and export of the student.
+
+A method is a subclass that names its loss terms (`LOSS_TERMS`), computes
+them (`loss_terms`) and weights them (`term_weights`). The one `train_step`
+here runs teacher and student, asks the subclass for its terms, sums them
+with their weights plus the student's own regularisation, and updates the
+student side. Adversarial methods add discriminator updates through
+`update_discriminator` (see adversarial.py).
+"""
 
 import keras
 from keras import ops
 
 from hksan_keras.losses import label_loss, sparse_labels
-from hksan_keras.taps import require_graph
+from hksan_keras.taps import require_graph, resolve_stages, stage_model
 
 
 def _num_classes(model, role):
@@ -34,31 +42,61 @@ def _reject_probability_outputs(model, role):
         )
 
 
+def num_replicas():
+    """Replicas that each hold a slice of the global batch (1 without a strategy)."""
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def check_weights(**weights):
+    """Raises a ValueError naming the first negative loss weight."""
+    for name, value in weights.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}.")
+
+
 @keras.saving.register_keras_serializable(package="hksan_keras")
 class Distiller(keras.Model):
     """Base class of the distillers: frozen teacher, trained student.
 
-    Subclasses implement `train_step`. The base gives them:
     `call()` returns the student's logits (so `predict` serves the student),
     `evaluate` reports the student's cross-entropy ("loss") and accuracy
-    ("accuracy") on the labels, and `export_student` writes a SavedModel.
+    ("accuracy") on the labels, and `export_student` writes a SavedModel or
+    a TFLite file. `fit` runs `train_step`, which minimises
+
+        sum over LOSS_TERMS of term_weights()[term] * term
+        + the student's own regularisation losses (weight decay)
+
+    and reports "loss" (that sum), "accuracy" (the student's, in training
+    mode) and every term of `LOSS_TERMS`, unweighted.
 
     The teacher is frozen by setting `teacher.trainable = False` on the
-    model passed in.
+    model passed in; it runs in inference mode.
+
+    Subclasses set `LOSS_TERMS` and override `loss_terms` and
+    `term_weights`; optionally `teacher_outputs`, `student_outputs`,
+    `extra_trainable_variables` and `update_discriminator`.
 
     Args:
         teacher: A trained `keras.Model` that outputs logits.
         student: A `keras.Model` that outputs logits for the same classes.
+        label_weight: Weight of the student's label cross-entropy.
         **kwargs: Standard `keras.Model` arguments (e.g. `name`).
 
     Example:
 
-    >>> distiller = hksan_keras.HKSANDistiller(teacher, student)
+    >>> distiller = hksan_keras.distillers.KDDistiller(teacher, student)
+    >>> distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    >>> distiller.fit(train_ds, epochs=10)
     >>> distiller.evaluate(test_ds)   # {"loss": ..., "accuracy": ...}
     >>> distiller.student.save("student.keras")
     """
 
-    def __init__(self, teacher, student, **kwargs):
+    LOSS_TERMS = ("label_loss",)
+    USES_TEACHER = True
+
+    def __init__(self, teacher, student, label_weight=1.0, **kwargs):
         super().__init__(**kwargs)
         teacher_classes = _num_classes(teacher, "teacher")
         student_classes = _num_classes(student, "student")
@@ -70,18 +108,27 @@ class Distiller(keras.Model):
             )
         _reject_probability_outputs(teacher, "teacher")
         _reject_probability_outputs(student, "student")
+        check_weights(label_weight=label_weight)
         self.num_classes = teacher_classes
         self.teacher = teacher
         self.teacher.trainable = False
         self.student = student
+        self.label_weight = float(label_weight)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(
             name="accuracy"
         )
+        self.term_trackers = {
+            term: keras.metrics.Mean(name=term) for term in self.LOSS_TERMS
+        }
+        # Subclasses build their own layers in their constructors.
+        self.built = True
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.accuracy_tracker]
+        return [self.loss_tracker, self.accuracy_tracker] + list(
+            self.term_trackers.values()
+        )
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
@@ -107,6 +154,124 @@ class Distiller(keras.Model):
                 "(images, labels) batches without weights."
             )
         return x, sparse_labels(y)
+
+    def compile(self, optimizer="adam", **kwargs):
+        """Configures the student's optimizer.
+
+        Args:
+            optimizer: Optimizer of the student side (the student and any
+                layers the method trains with it).
+            **kwargs: Other `keras.Model.compile` arguments (`jit_compile`,
+                `steps_per_execution`, `run_eagerly`). `loss` and `metrics`
+                are not accepted: the distiller computes its own.
+        """
+        if keras.backend.backend() != "tensorflow":
+            raise RuntimeError(
+                f"{type(self).__name__}'s train_step is written for the "
+                f"TensorFlow backend, but Keras runs on "
+                f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow "
+                "before importing keras."
+            )
+        for argument in ("loss", "metrics", "weighted_metrics", "loss_weights"):
+            if kwargs.pop(argument, None) is not None:
+                raise ValueError(
+                    f"{type(self).__name__}.compile() does not take "
+                    f"`{argument}`: the distiller computes its own loss terms "
+                    "(set their weights in the constructor) and reports loss "
+                    "and accuracy."
+                )
+        with self.distribute_strategy.scope():
+            super().compile(optimizer=optimizer, **kwargs)
+            self.optimizer.build(self.optimizer_variables())
+
+    # --- What a method defines -------------------------------------------
+
+    def teacher_outputs(self, images):
+        """The teacher's outputs the method needs: `{"logits": ...}` here."""
+        return {"logits": self.teacher(images, training=False)}
+
+    def student_outputs(self, images, training):
+        """The student's outputs the method needs: `{"logits": ...}` here."""
+        return {"logits": self.student(images, training=training)}
+
+    def extra_trainable_variables(self):
+        """Variables the method trains with the student (regressors, heads)."""
+        return []
+
+    def loss_terms(self, labels, teacher, student):
+        """Every term of `LOSS_TERMS`, unweighted, as scalars.
+
+        Args:
+            labels: Integer labels, shape (batch,).
+            teacher: Output of `teacher_outputs` (constants).
+            student: Output of `student_outputs` (differentiable).
+
+        Returns:
+            A dict `{term: scalar}`.
+        """
+        return {"label_loss": label_loss(labels, student["logits"])}
+
+    def term_weights(self):
+        """The weight of each term in the student's objective."""
+        return {"label_loss": self.label_weight}
+
+    def update_discriminator(self, labels, teacher, student):
+        """Adversarial methods update their discriminator here; None otherwise."""
+        return None
+
+    # --- Shared machinery ---------------------------------------------------
+
+    def trainable_student_side(self):
+        """All variables the student's optimizer updates."""
+        return self.student.trainable_variables + self.extra_trainable_variables()
+
+    def optimizer_variables(self):
+        """Every variable the student's optimizer may ever update (built at compile)."""
+        return self.trainable_student_side()
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        images, labels = self.unpack_batch(data)
+        teacher = (
+            {
+                name: keras.tree.map_structure(ops.stop_gradient, value)
+                for name, value in self.teacher_outputs(images).items()
+            }
+            if self.USES_TEACHER
+            else {}
+        )
+        variables = self.trainable_student_side()
+        with tf.GradientTape() as tape:
+            student = self.student_outputs(images, training=True)
+            with tape.stop_recording():
+                discriminator_terms = self.update_discriminator(
+                    labels,
+                    teacher,
+                    keras.tree.map_structure(ops.stop_gradient, student),
+                )
+            terms = self.loss_terms(labels, teacher, student)
+            loss = 0.0
+            for term, weight in self.term_weights().items():
+                if isinstance(weight, (int, float)) and weight == 0:
+                    continue
+                loss = loss + weight * terms[term]
+            if self.student.losses:
+                loss = loss + ops.sum(self.student.losses)
+            # Each replica holds a slice of the global batch and gradients are
+            # summed across replicas, so dividing by the replica count makes
+            # the update that of the global-batch mean.
+            scaled_loss = self.optimizer.scale_loss(loss / num_replicas())
+        gradients = tape.gradient(scaled_loss, variables)
+        self.optimizer.apply(gradients, variables)
+
+        terms.update(discriminator_terms or {})
+        batch_size = ops.cast(ops.shape(labels)[0], "float32")
+        self.loss_tracker.update_state(loss, sample_weight=batch_size)
+        self.accuracy_tracker.update_state(labels, student["logits"])
+        for term, value in terms.items():
+            self.term_trackers[term].update_state(value, sample_weight=batch_size)
+        return {metric.name: metric.result() for metric in self.metrics}
 
     def test_step(self, data):
         images, labels = self.unpack_batch(data)
@@ -152,6 +317,7 @@ class Distiller(keras.Model):
             {
                 "teacher": keras.saving.serialize_keras_object(self.teacher),
                 "student": keras.saving.serialize_keras_object(self.student),
+                "label_weight": self.label_weight,
             }
         )
         return config
@@ -162,3 +328,80 @@ class Distiller(keras.Model):
         for role in ("teacher", "student"):
             config[role] = keras.saving.deserialize_keras_object(config[role])
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="hksan_keras")
+class StageDistiller(Distiller):
+    """A distiller that also reads the stage feature maps of both networks.
+
+    `teacher_outputs` and `student_outputs` return
+    `{"features": [stage_1, ..., stage_K], "logits": ...}`, the stages found
+    by `hksan_keras.taps` (by name, or detected where the resolution
+    changes).
+
+    Args:
+        teacher: Trained functional or Sequential `keras.Model` giving logits.
+        student: Functional or Sequential `keras.Model` giving logits.
+        teacher_stages: Names of the teacher's stage layers, shallow to deep;
+            `None` detects them.
+        student_stages: The same for the student.
+        num_stages: With detection, keep only the deepest `num_stages`.
+        **kwargs: `label_weight` and standard `keras.Model` arguments.
+    """
+
+    def __init__(
+        self,
+        teacher,
+        student,
+        teacher_stages=None,
+        student_stages=None,
+        num_stages=None,
+        **kwargs,
+    ):
+        super().__init__(teacher, student, **kwargs)
+        self.teacher_stages = resolve_stages(
+            teacher, teacher_stages, num_stages, role="teacher"
+        )
+        self.student_stages = resolve_stages(
+            student, student_stages, num_stages, role="student"
+        )
+        if len(self.teacher_stages) != len(self.student_stages):
+            raise ValueError(
+                f"The teacher has {len(self.teacher_stages)} stages "
+                f"{self.teacher_stages} and the student "
+                f"{len(self.student_stages)} {self.student_stages}; they must "
+                "have as many. Pass teacher_stages=[...] and "
+                "student_stages=[...], or num_stages=K to keep the deepest K."
+            )
+        self.num_stages = num_stages
+        self.teacher_features = stage_model(
+            teacher, self.teacher_stages, name="teacher_features"
+        )
+        self.student_features = stage_model(
+            student, self.student_stages, name="student_features"
+        )
+        self.teacher_shapes = [
+            tuple(t.shape) for t in self.teacher_features.outputs[:-1]
+        ]
+        self.student_shapes = [
+            tuple(t.shape) for t in self.student_features.outputs[:-1]
+        ]
+
+    def teacher_outputs(self, images):
+        outputs = self.teacher_features(images, training=False)
+        return {"features": list(outputs[:-1]), "logits": outputs[-1]}
+
+    def student_outputs(self, images, training):
+        outputs = self.student_features(images, training=training)
+        return {"features": list(outputs[:-1]), "logits": outputs[-1]}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "teacher_stages": self.teacher_stages,
+                "student_stages": self.student_stages,
+                "num_stages": self.num_stages,
+            }
+        )
+        return config

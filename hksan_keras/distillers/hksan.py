@@ -1,8 +1,8 @@
 """HKSANDistiller: squeezed hierarchical attention + adversarial logit matching.
 
-README.md ("The method as implemented") states the method. The math
-(attention, losses, discriminator) is backend-agnostic; `train_step` is the
-one TensorFlow-only piece (tape, gradient application, replica count).
+README.md ("The method as implemented") and ../shared/docs/method.md state
+the method. The train_step is the shared one of distillers/base.py; the
+discriminator and its alternation are in distillers/adversarial.py.
 """
 
 import keras
@@ -10,25 +10,8 @@ from keras import ops
 
 from hksan_keras import losses
 from hksan_keras.attention import HierarchicalSqueeze
-from hksan_keras.discriminators import LogitDiscriminator
-from hksan_keras.distillers.base import Distiller
-from hksan_keras.taps import resolve_stages, stage_model
-
-LOSS_TERMS = (
-    "logit_loss",
-    "squeeze_loss",
-    "adversarial_loss",
-    "label_loss",
-    "task_loss",
-    "teacher_task_loss",
-    "discriminator_loss",
-)
-
-
-def _num_replicas():
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
+from hksan_keras.distillers.adversarial import AdversarialDistiller
+from hksan_keras.distillers.base import StageDistiller, check_weights
 
 
 def task_head_loss(y_true, y_pred):
@@ -50,7 +33,7 @@ def task_head_loss(y_true, y_pred):
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
-class HKSANDistiller(Distiller):
+class HKSANDistiller(AdversarialDistiller, StageDistiller):
     """Hierarchical Knowledge Squeezed Adversarial Network distillation.
 
     At every stage of teacher and student a task-driven attention estimator
@@ -127,6 +110,16 @@ class HKSANDistiller(Distiller):
     >>> distiller.student.save("student.keras")
     """
 
+    LOSS_TERMS = (
+        "logit_loss",
+        "squeeze_loss",
+        "adversarial_loss",
+        "label_loss",
+        "task_loss",
+        "teacher_task_loss",
+        "discriminator_loss",
+    )
+
     def __init__(
         self,
         teacher,
@@ -151,69 +144,35 @@ class HKSANDistiller(Distiller):
         **kwargs,
     ):
         kwargs.setdefault("name", "hksan_distiller")
-        super().__init__(teacher, student, **kwargs)
-        if int(discriminator_steps) < 1:
-            raise ValueError(
-                f"discriminator_steps must be >= 1, got {discriminator_steps}."
-            )
-        for weight_name, value in (
-            ("logit_weight", logit_weight),
-            ("squeeze_weight", squeeze_weight),
-            ("adversarial_weight", adversarial_weight),
-            ("label_weight", label_weight),
-            ("task_weight", task_weight),
-            ("discriminator_regularization", discriminator_regularization),
-            ("fake_as_real_weight", fake_as_real_weight),
-        ):
-            if value < 0:
-                raise ValueError(f"{weight_name} must be >= 0, got {value}.")
-        if not 0 <= perturbation_rate < 1:
-            raise ValueError(
-                f"perturbation_rate must be in [0, 1), got {perturbation_rate}."
-            )
-        self.teacher_stages = resolve_stages(
-            teacher, teacher_stages, num_stages, role="teacher"
+        super().__init__(
+            teacher,
+            student,
+            teacher_stages=teacher_stages,
+            student_stages=student_stages,
+            num_stages=num_stages,
+            label_weight=label_weight,
+            adversarial_weight=adversarial_weight,
+            discriminator_steps=discriminator_steps,
+            discriminator_units=discriminator_units,
+            discriminator_regularization=discriminator_regularization,
+            fake_as_real_weight=fake_as_real_weight,
+            perturbation_rate=perturbation_rate,
+            seed=seed,
+            **kwargs,
         )
-        self.student_stages = resolve_stages(
-            student, student_stages, num_stages, role="student"
+        check_weights(
+            logit_weight=logit_weight,
+            squeeze_weight=squeeze_weight,
+            task_weight=task_weight,
         )
-        if len(self.teacher_stages) != len(self.student_stages):
-            raise ValueError(
-                f"The teacher has {len(self.teacher_stages)} stages "
-                f"{self.teacher_stages} and the student "
-                f"{len(self.student_stages)} {self.student_stages}; they must "
-                "have as many. Pass teacher_stages=[...] and "
-                "student_stages=[...], or num_stages=K to keep the deepest K."
-            )
-        self.num_stages = num_stages
         self.hierarchy = hierarchy
         self.descriptor_units = int(descriptor_units)
         self.logit_weight = float(logit_weight)
         self.squeeze_weight = float(squeeze_weight)
-        self.adversarial_weight = float(adversarial_weight)
-        self.label_weight = float(label_weight)
         self.task_weight = float(task_weight)
-        self.discriminator_steps = int(discriminator_steps)
-        self.discriminator_units = [int(u) for u in discriminator_units]
-        self.discriminator_regularization = float(discriminator_regularization)
-        self.fake_as_real_weight = float(fake_as_real_weight)
-        self.perturbation_rate = float(perturbation_rate)
         self.train_teacher_attention = bool(train_teacher_attention)
-        self.seed = seed
 
-        self.teacher_features = stage_model(
-            teacher, self.teacher_stages, name="teacher_features"
-        )
-        self.student_features = stage_model(
-            student, self.student_stages, name="student_features"
-        )
-        teacher_shapes = [
-            tuple(t.shape) for t in self.teacher_features.outputs[:-1]
-        ]
-        student_shapes = [
-            tuple(t.shape) for t in self.student_features.outputs[:-1]
-        ]
-        teacher_widths = [shape[-1] for shape in teacher_shapes]
+        teacher_widths = [shape[-1] for shape in self.teacher_shapes]
         self.teacher_squeeze = HierarchicalSqueeze(
             teacher_widths,
             self.num_classes,
@@ -229,166 +188,39 @@ class HKSANDistiller(Distiller):
             channel_transform=True,
             name="student_squeeze",
         )
-        self.discriminator = LogitDiscriminator(
-            self.num_classes,
-            hidden_units=self.discriminator_units,
-            kernel_regularizer=keras.regularizers.L1L2(
-                l1=self.discriminator_regularization,
-                l2=self.discriminator_regularization,
-            )
-            if self.discriminator_regularization
-            else None,
-            name="discriminator",
-        )
-        self.teacher_squeeze.build(teacher_shapes)
-        self.student_squeeze.build(student_shapes)
-        self.discriminator.build((None, self.num_classes))
-        self.seed_generator = keras.random.SeedGenerator(seed)
-        self.term_trackers = {
-            term: keras.metrics.Mean(name=term) for term in LOSS_TERMS
-        }
-        self.built = True
+        self.teacher_squeeze.build(self.teacher_shapes)
+        self.student_squeeze.build(self.student_shapes)
 
-    @property
-    def metrics(self):
-        return super().metrics + list(self.term_trackers.values())
-
-    def _student_side_variables(self, include_teacher_attention):
-        variables = (
-            self.student.trainable_variables
-            + self.student_squeeze.trainable_variables
-        )
-        if include_teacher_attention:
+    def extra_trainable_variables(self):
+        # The teacher's estimators are trained by their task loss only; the
+        # matching term sees their squeezed vectors as constants.
+        variables = self.student_squeeze.trainable_variables
+        if self.train_teacher_attention:
             variables = variables + self.teacher_squeeze.trainable_variables
         return variables
 
-    def compile(self, optimizer="adam", d_optimizer=None, **kwargs):
-        """Configures the two optimizers.
-
-        Args:
-            optimizer: Optimizer of the student side (student, its channel
-                transforms and attention estimators, and the teacher's
-                estimators while they are trained).
-            d_optimizer: Optimizer of the discriminator; defaults to
-                `Adam(1e-4, beta_1=0.5)`, the usual GAN setting.
-            **kwargs: Other `keras.Model.compile` arguments (`jit_compile`,
-                `steps_per_execution`, `run_eagerly`). `loss` and `metrics`
-                are not accepted: the distiller computes its own.
-        """
-        if keras.backend.backend() != "tensorflow":
-            raise RuntimeError(
-                "HKSANDistiller's train_step is written for the TensorFlow "
-                f"backend, but Keras runs on {keras.backend.backend()!r}. Set "
-                "KERAS_BACKEND=tensorflow before importing keras."
-            )
-        for argument in ("loss", "metrics", "weighted_metrics", "loss_weights"):
-            if kwargs.pop(argument, None) is not None:
-                raise ValueError(
-                    f"HKSANDistiller.compile() does not take `{argument}`: the "
-                    "distiller computes its own loss terms (set their weights "
-                    "in the constructor) and reports loss and accuracy."
-                )
-        with self.distribute_strategy.scope():
-            d_optimizer = (
-                keras.optimizers.get(d_optimizer)
-                if d_optimizer is not None
-                else keras.optimizers.Adam(1e-4, beta_1=0.5)
-            )
-            super().compile(optimizer=optimizer, **kwargs)
-            self.d_optimizer = d_optimizer
-            self.optimizer.build(self._student_side_variables(True))
-            self.d_optimizer.build(self.discriminator.trainable_variables)
-
-    def get_compile_config(self):
-        config = super().get_compile_config()
-        if config:
-            config["d_optimizer"] = keras.saving.serialize_keras_object(
-                self.d_optimizer
-            )
-        return config
-
-    def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-
-    def _discriminate(self, teacher_logits, student_logits):
-        """Runs D on teacher, student and perturbed student logits together.
-
-        One batch of all three keeps D's batch statistics the same in the
-        discriminator and the student updates.
-        """
-        perturbed = keras.random.dropout(
-            ops.stop_gradient(student_logits),
-            self.perturbation_rate,
-            seed=self.seed_generator,
+    def optimizer_variables(self):
+        # pretrain_teacher_attention may freeze the teacher's estimators
+        # after compile; the optimizer knows them either way.
+        return (
+            self.student.trainable_variables
+            + self.student_squeeze.trainable_variables
+            + self.teacher_squeeze.trainable_variables
         )
-        source, classes = self.discriminator(
-            ops.concatenate([teacher_logits, student_logits, perturbed], axis=0),
-            training=True,
-        )
-        batch = ops.shape(teacher_logits)[0]
 
-        def split(tensor):
-            return tensor[:batch], tensor[batch : 2 * batch], tensor[2 * batch :]
-
-        return split(source), split(classes)
-
-    def _discriminator_update(self, labels, teacher_logits, student_logits):
-        import tensorflow as tf
-
-        variables = self.discriminator.trainable_variables
-        with tf.GradientTape() as tape:
-            sources, classes = self._discriminate(teacher_logits, student_logits)
-            loss = losses.discriminator_loss(
-                labels,
-                sources[0],
-                classes[0],
-                sources[1],
-                classes[1],
-                perturbed_student_source=sources[2],
-                fake_as_real_weight=self.fake_as_real_weight,
-            )
-            if self.discriminator.losses:
-                loss = loss + ops.sum(self.discriminator.losses)
-            scaled_loss = self.d_optimizer.scale_loss(loss / _num_replicas())
-        gradients = tape.gradient(scaled_loss, variables)
-        self.d_optimizer.apply(gradients, variables)
-        return loss
-
-    def train_step(self, data):
-        import tensorflow as tf
-
-        images, labels = self.unpack_batch(data)
-        teacher_outputs = self.teacher_features(images, training=False)
-        teacher_maps = [ops.stop_gradient(t) for t in teacher_outputs[:-1]]
-        teacher_logits = ops.stop_gradient(teacher_outputs[-1])
-        variables = self._student_side_variables(self.train_teacher_attention)
-
-        with tf.GradientTape() as tape:
-            student_outputs = self.student_features(images, training=True)
-            student_logits = student_outputs[-1]
-            student_squeezed = self.student_squeeze(student_outputs[:-1])
-            teacher_squeezed = self.teacher_squeeze(teacher_maps)
-
-            with tape.stop_recording():
-                for _ in range(self.discriminator_steps):
-                    discriminator_loss = self._discriminator_update(
-                        labels, teacher_logits, ops.stop_gradient(student_logits)
-                    )
-
-            sources, classes = self._discriminate(teacher_logits, student_logits)
-            terms = {
+    def loss_terms(self, labels, teacher, student):
+        terms = super().loss_terms(labels, teacher, student)
+        student_squeezed = self.student_squeeze(student["features"])
+        teacher_squeezed = self.teacher_squeeze(teacher["features"])
+        terms.update(
+            {
                 "logit_loss": losses.logit_matching_loss(
-                    teacher_logits, student_logits
+                    teacher["logits"], student["logits"]
                 ),
                 "squeeze_loss": losses.squeezed_knowledge_loss(
                     [ops.stop_gradient(k) for k in teacher_squeezed["squeezed"]],
                     student_squeezed["squeezed"],
                 ),
-                "adversarial_loss": losses.adversarial_student_loss(
-                    labels, sources[1], classes[1]
-                ),
-                "label_loss": losses.label_loss(labels, student_logits),
                 "task_loss": losses.task_loss(
                     labels, student_squeezed["task_logits"]
                 ),
@@ -396,32 +228,22 @@ class HKSANDistiller(Distiller):
                     labels, teacher_squeezed["task_logits"]
                 ),
             }
-            loss = (
-                self.logit_weight * terms["logit_loss"]
-                + self.squeeze_weight * terms["squeeze_loss"]
-                + self.adversarial_weight * terms["adversarial_loss"]
-                + self.label_weight * terms["label_loss"]
-                + self.task_weight * terms["task_loss"]
-            )
-            if self.train_teacher_attention:
-                loss = loss + self.task_weight * terms["teacher_task_loss"]
-            if self.student.losses:
-                loss = loss + ops.sum(self.student.losses)
-            # Each replica holds a slice of the global batch and gradients are
-            # summed across replicas, so dividing by the replica count makes
-            # the update that of the global-batch mean.
-            scaled_loss = self.optimizer.scale_loss(loss / _num_replicas())
+        )
+        return terms
 
-        gradients = tape.gradient(scaled_loss, variables)
-        self.optimizer.apply(gradients, variables)
-
-        terms["discriminator_loss"] = discriminator_loss
-        batch_size = ops.cast(ops.shape(labels)[0], "float32")
-        self.loss_tracker.update_state(loss, sample_weight=batch_size)
-        self.accuracy_tracker.update_state(labels, student_logits)
-        for term, value in terms.items():
-            self.term_trackers[term].update_state(value, sample_weight=batch_size)
-        return {metric.name: metric.result() for metric in self.metrics}
+    def term_weights(self):
+        weights = super().term_weights()
+        weights.update(
+            {
+                "logit_loss": self.logit_weight,
+                "squeeze_loss": self.squeeze_weight,
+                "task_loss": self.task_weight,
+                "teacher_task_loss": self.task_weight
+                if self.train_teacher_attention
+                else 0.0,
+            }
+        )
+        return weights
 
     def squeeze(self, images):
         """Squeezed knowledge and attention maps of teacher and student.
@@ -489,23 +311,12 @@ class HKSANDistiller(Distiller):
         config = super().get_config()
         config.update(
             {
-                "teacher_stages": self.teacher_stages,
-                "student_stages": self.student_stages,
-                "num_stages": self.num_stages,
                 "hierarchy": self.hierarchy,
                 "descriptor_units": self.descriptor_units,
                 "logit_weight": self.logit_weight,
                 "squeeze_weight": self.squeeze_weight,
-                "adversarial_weight": self.adversarial_weight,
-                "label_weight": self.label_weight,
                 "task_weight": self.task_weight,
-                "discriminator_steps": self.discriminator_steps,
-                "discriminator_units": self.discriminator_units,
-                "discriminator_regularization": self.discriminator_regularization,
-                "fake_as_real_weight": self.fake_as_real_weight,
-                "perturbation_rate": self.perturbation_rate,
                 "train_teacher_attention": self.train_teacher_attention,
-                "seed": self.seed,
             }
         )
         return config

@@ -1,0 +1,212 @@
+"""The adversarial machinery shared by HKSAN, ANC and Xu et al.: a logit
+discriminator, its optimizer, and k_D discriminator updates per student step."""
+
+import keras
+from keras import ops
+
+from hksan_keras import losses
+from hksan_keras.discriminators import LogitDiscriminator
+from hksan_keras.distillers.base import Distiller, check_weights, num_replicas
+
+
+@keras.saving.register_keras_serializable(package="hksan_keras")
+class AdversarialDistiller(Distiller):
+    """Base of the distillers that train a discriminator on the logits.
+
+    In every `train_step`, after the student's forward pass, the
+    discriminator takes `discriminator_steps` updates with `d_optimizer` on
+
+        L_D = BCE(D_src(l_T), real) + BCE(D_src(l_S), fake)
+            [+ CE(y, D_cls(l_T)) + CE(y, D_cls(l_S))]     if CLASS_HEAD
+            + fake_as_real_weight * BCE(D_src(dropout(l_S)), real)
+            + discriminator_regularization * (L1 + L2 of D's kernels)
+
+    and the student side then gets the "adversarial_loss" term
+
+        BCE(D_src(l_S), real) [+ CE(y, D_cls(l_S))]       if CLASS_HEAD
+
+    With `CONDITIONAL`, D reads the logits concatenated with the one-hot
+    labels (a conditional GAN). Teacher, student and perturbed student logits
+    go through D as one batch, so its batch statistics are the same in both
+    updates; its batch normalisation is synchronised across replicas.
+
+    Args:
+        teacher, student: As for `Distiller`.
+        adversarial_weight: Weight of the student's adversarial term.
+        discriminator_steps: k_D, discriminator updates per student update.
+        discriminator_units: Hidden widths of the discriminator.
+        discriminator_regularization: mu, the L1 and L2 factor on D's kernels.
+        fake_as_real_weight: nu, weight of "perturbed student logits are real".
+        perturbation_rate: Dropout rate that perturbs those student logits.
+        seed: Seed of the perturbation dropout.
+        **kwargs: `label_weight` and standard `keras.Model` arguments.
+    """
+
+    LOSS_TERMS = ("label_loss", "adversarial_loss", "discriminator_loss")
+    CLASS_HEAD = True
+    CONDITIONAL = False
+
+    def __init__(
+        self,
+        teacher,
+        student,
+        adversarial_weight=0.1,
+        discriminator_steps=1,
+        discriminator_units=(256, 256),
+        discriminator_regularization=1e-5,
+        fake_as_real_weight=0.1,
+        perturbation_rate=0.5,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(teacher, student, **kwargs)
+        if int(discriminator_steps) < 1:
+            raise ValueError(
+                f"discriminator_steps must be >= 1, got {discriminator_steps}."
+            )
+        check_weights(
+            adversarial_weight=adversarial_weight,
+            discriminator_regularization=discriminator_regularization,
+            fake_as_real_weight=fake_as_real_weight,
+        )
+        if not 0 <= perturbation_rate < 1:
+            raise ValueError(
+                f"perturbation_rate must be in [0, 1), got {perturbation_rate}."
+            )
+        self.adversarial_weight = float(adversarial_weight)
+        self.discriminator_steps = int(discriminator_steps)
+        self.discriminator_units = [int(u) for u in discriminator_units]
+        self.discriminator_regularization = float(discriminator_regularization)
+        self.fake_as_real_weight = float(fake_as_real_weight)
+        self.perturbation_rate = float(perturbation_rate)
+        self.seed = seed
+        self.discriminator = LogitDiscriminator(
+            self.num_classes,
+            hidden_units=self.discriminator_units,
+            class_head=self.CLASS_HEAD,
+            kernel_regularizer=keras.regularizers.L1L2(
+                l1=self.discriminator_regularization,
+                l2=self.discriminator_regularization,
+            )
+            if self.discriminator_regularization
+            else None,
+            name="discriminator",
+        )
+        input_width = self.num_classes * (2 if self.CONDITIONAL else 1)
+        self.discriminator.build((None, input_width))
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def compile(self, optimizer="adam", d_optimizer=None, **kwargs):
+        """Configures the two optimizers.
+
+        Args:
+            optimizer: Optimizer of the student side.
+            d_optimizer: Optimizer of the discriminator; defaults to
+                `Adam(1e-4, beta_1=0.5)`, the usual GAN setting.
+            **kwargs: Other `keras.Model.compile` arguments (`jit_compile`,
+                `steps_per_execution`, `run_eagerly`). `loss` and `metrics`
+                are not accepted: the distiller computes its own.
+        """
+        super().compile(optimizer=optimizer, **kwargs)
+        with self.distribute_strategy.scope():
+            self.d_optimizer = (
+                keras.optimizers.get(d_optimizer)
+                if d_optimizer is not None
+                else keras.optimizers.Adam(1e-4, beta_1=0.5)
+            )
+            self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config:
+            config["d_optimizer"] = keras.saving.serialize_keras_object(
+                self.d_optimizer
+            )
+        return config
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+
+    def discriminate(self, labels, teacher_logits, student_logits):
+        """D on teacher, student and perturbed student logits, in one batch.
+
+        Returns:
+            `(sources, classes)`, each a tuple (teacher, student, perturbed);
+            `classes` is None without a class head.
+        """
+        perturbed = keras.random.dropout(
+            ops.stop_gradient(student_logits),
+            self.perturbation_rate,
+            seed=self.seed_generator,
+        )
+        inputs = [teacher_logits, student_logits, perturbed]
+        if self.CONDITIONAL:
+            condition = ops.one_hot(labels, self.num_classes, dtype=student_logits.dtype)
+            inputs = [ops.concatenate([x, condition], axis=-1) for x in inputs]
+        source, classes = self.discriminator(
+            ops.concatenate(inputs, axis=0), training=True
+        )
+        batch = ops.shape(teacher_logits)[0]
+
+        def split(tensor):
+            if tensor is None:
+                return None
+            return tensor[:batch], tensor[batch : 2 * batch], tensor[2 * batch :]
+
+        return split(source), split(classes)
+
+    def update_discriminator(self, labels, teacher, student):
+        import tensorflow as tf
+
+        variables = self.discriminator.trainable_variables
+        for _ in range(self.discriminator_steps):
+            with tf.GradientTape() as tape:
+                sources, classes = self.discriminate(
+                    labels, teacher["logits"], student["logits"]
+                )
+                loss = losses.discriminator_loss(
+                    labels,
+                    sources[0],
+                    classes[0] if classes else None,
+                    sources[1],
+                    classes[1] if classes else None,
+                    perturbed_student_source=sources[2],
+                    fake_as_real_weight=self.fake_as_real_weight,
+                )
+                if self.discriminator.losses:
+                    loss = loss + ops.sum(self.discriminator.losses)
+                scaled_loss = self.d_optimizer.scale_loss(loss / num_replicas())
+            gradients = tape.gradient(scaled_loss, variables)
+            self.d_optimizer.apply(gradients, variables)
+        return {"discriminator_loss": loss}
+
+    def loss_terms(self, labels, teacher, student):
+        terms = super().loss_terms(labels, teacher, student)
+        sources, classes = self.discriminate(
+            labels, teacher["logits"], student["logits"]
+        )
+        terms["adversarial_loss"] = losses.adversarial_student_loss(
+            labels, sources[1], classes[1] if classes else None
+        )
+        return terms
+
+    def term_weights(self):
+        weights = super().term_weights()
+        weights["adversarial_loss"] = self.adversarial_weight
+        return weights
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "adversarial_weight": self.adversarial_weight,
+                "discriminator_steps": self.discriminator_steps,
+                "discriminator_units": self.discriminator_units,
+                "discriminator_regularization": self.discriminator_regularization,
+                "fake_as_real_weight": self.fake_as_real_weight,
+                "perturbation_rate": self.perturbation_rate,
+                "seed": self.seed,
+            }
+        )
+        return config
