@@ -2,9 +2,12 @@
 
 Public API:
     HKSANDistiller  the distiller (keras.Model; compile + fit)
-    Distiller       the base that every distiller shares
+    distillers      every method: KD, DKD, FitNets, AT, NST, ANC, Xu et al.,
+                    the student alone, HKSAN; `distillers.METHODS` by name
+    Distiller       the base that every distiller shares (the train_step)
     TaskDrivenAttention, HierarchicalSqueeze, LogitDiscriminator
-    losses          HKSAN's loss terms, usable on their own
+    losses          every method's loss terms, usable on their own
+    keras_losses    KD, AT, NST as keras.distillation.DistillationLoss
     models          CIFAR ResNets, Wide ResNets, ImageNet ResNets with named stages
     taps            stage outputs of any functional model
     data            tf.data pipelines (TFDS, numpy arrays, image folders)
@@ -13,9 +16,10 @@ Public API:
     experiment      config-driven steps behind the hksan-keras command
 """
 
-from hksan_keras import callbacks, data, export, losses, models, taps
+from hksan_keras import callbacks, data, export, keras_losses, losses, models, taps
 from hksan_keras.attention import HierarchicalSqueeze, TaskDrivenAttention
 from hksan_keras.discriminators import LogitDiscriminator
+from hksan_keras import distillers
 from hksan_keras.distillers import Distiller, HKSANDistiller
 from hksan_keras import experiment  # noqa: E402  (uses the distillers)
 
@@ -28,9 +32,11 @@ __all__ = [
     "LogitDiscriminator",
     "TaskDrivenAttention",
     "callbacks",
+    "distillers",
     "data",
     "experiment",
     "export",
+    "keras_losses",
     "losses",
     "models",
     "taps",

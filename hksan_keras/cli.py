@@ -2,7 +2,7 @@
 
     hksan-keras train-teacher --config=configs/X.json [--set=key.path=value ...]
     hksan-keras train-student --config=...   (the student alone, labels only)
-    hksan-keras distill       --config=...
+    hksan-keras distill       --config=... [--method=kd]   (default: the config's, HKSAN)
     hksan-keras evaluate      --config=... [--model=path.keras]
     hksan-keras export        --config=... [--model=path.keras] [--format=tflite]
     hksan-keras experiment    --config=...   (teacher, student, distill, evaluate)
@@ -22,6 +22,7 @@ flags.DEFINE_multi_string(
 )
 flags.DEFINE_string("run_dir", None, "Run directory (default: the config's, else runs/<name>).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: data.data_dir, else $TFDS_DATA_DIR).")
+flags.DEFINE_string("method", None, "distill/experiment/export: the method (student, kd, dkd, fitnets, at, nst, anc, xu, hksan); overrides distill.method.")
 flags.DEFINE_string("model", None, "evaluate/export: a .keras model instead of the run's own.")
 flags.DEFINE_enum("format", "tf_saved_model", ["tf_saved_model", "tflite"], "export: the format.")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 none (the one-line epoch summary stays), 1 progress bar, 2 Keras line per epoch.", lower_bound=0, upper_bound=2)
@@ -38,7 +39,8 @@ def _main(command, argv):
     from hksan_keras.config import ConfigError
 
     try:
-        config = experiment.resolve_config(FLAGS.config, FLAGS.set, FLAGS.run_dir, FLAGS.data_dir)
+        overrides = list(FLAGS.set) + ([f"distill.method={FLAGS.method}"] if FLAGS.method else [])
+        config = experiment.resolve_config(FLAGS.config, overrides, FLAGS.run_dir, FLAGS.data_dir)
         if command == "train-teacher":
             experiment.train_classifier(config, "teacher", FLAGS.verbose)
         elif command == "train-student":

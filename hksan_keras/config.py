@@ -15,6 +15,16 @@ class ConfigError(ValueError):
     """A config file, key or value that cannot be used, with the fix in its message."""
 
 
+# The discriminator settings shared by the adversarial methods.
+_DISCRIMINATOR = {
+    "adversarial_weight": 0.1,
+    "discriminator_steps": 1,
+    "discriminator_units": [256, 256],
+    "discriminator_regularization": 1e-5,
+    "fake_as_real_weight": 0.1,
+    "perturbation_rate": 0.5,
+}
+
 DEFAULTS = {
     "name": "experiment",
     "description": "",
@@ -54,22 +64,38 @@ DEFAULTS = {
         "lr_decay": 0.1,
         "d_learning_rate": 1e-4,
         "d_beta_1": 0.5,
+        "num_stages": None,
+        "teacher_stages": None,
+        "student_stages": None,
+        # One section per method: the constructor arguments of its distiller
+        # (hksan_keras.distillers.METHODS), defaults as documented there.
+        "student": {"label_weight": 1.0},
+        "kd": {"temperature": 4.0, "kd_weight": 0.9, "label_weight": 0.1},
+        "dkd": {
+            "alpha": 1.0,
+            "beta": 8.0,
+            "temperature": 4.0,
+            "warmup_epochs": 20,
+            "label_weight": 1.0,
+        },
+        "fitnets": {"hint_stage": None, "hint_weight": 100.0, "label_weight": 1.0},
+        "at": {"at_weight": 1000.0, "p": 2.0, "label_weight": 1.0},
+        "nst": {"nst_weight": 50.0, "label_weight": 1.0},
+        "anc": {"logit_weight": 1.0, "label_weight": 1.0, **_DISCRIMINATOR},
+        "xu": {
+            "logit_weight": 1.0,
+            "label_weight": 1.0,
+            **_DISCRIMINATOR,
+            "fake_as_real_weight": 0.0,
+        },
         "hksan": {
             "hierarchy": "hierarchical",
             "descriptor_units": 128,
             "logit_weight": 1.0,
             "squeeze_weight": 0.1,
-            "adversarial_weight": 0.1,
             "label_weight": 1.0,
             "task_weight": 1.0,
-            "discriminator_steps": 1,
-            "discriminator_units": [256, 256],
-            "discriminator_regularization": 1e-5,
-            "fake_as_real_weight": 0.1,
-            "perturbation_rate": 0.5,
-            "num_stages": None,
-            "teacher_stages": None,
-            "student_stages": None,
+            **_DISCRIMINATOR,
             "pretrain_teacher_attention_epochs": 0,
         },
     },
@@ -83,9 +109,10 @@ _NULLABLE = {
     "data.train_size": int,
     "data.test_size": int,
     "teacher.path": str,
-    "distill.hksan.num_stages": int,
-    "distill.hksan.teacher_stages": list,
-    "distill.hksan.student_stages": list,
+    "distill.num_stages": int,
+    "distill.teacher_stages": list,
+    "distill.student_stages": list,
+    "distill.fitnets.hint_stage": int,
 }
 
 

@@ -25,9 +25,12 @@ from hksan_keras.callbacks import (
     read_metrics,
 )
 from hksan_keras.config import ConfigError, apply_overrides, load_config, save_config
-from hksan_keras.distillers import HKSANDistiller
-
-METHODS = ("hksan",)
+from hksan_keras.distillers import (
+    METHODS,
+    AdversarialDistiller,
+    Distiller,
+    StageDistiller,
+)
 
 
 def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
@@ -59,7 +62,8 @@ def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
             )
     if config["distill"]["method"] not in METHODS:
         raise ConfigError(
-            f"distill.method is {config['distill']['method']!r}; choose one of {METHODS}."
+            f"distill.method is {config['distill']['method']!r}; choose one of "
+            f"{sorted(METHODS)}."
         )
     if config["distill"]["hksan"]["hierarchy"] not in HIERARCHIES:
         raise ConfigError(
@@ -249,46 +253,90 @@ def _teacher_path(config):
     return path
 
 
+def distill_step_name(method):
+    """The run-directory step of a method: "distill" for HKSAN, else "distill_<method>"."""
+    return "distill" if method == "hksan" else f"distill_{method}"
+
+
+def build_distiller(config, teacher, student, steps_per_epoch):
+    """The config's distiller (`distill.method`) around a teacher and a student.
+
+    Args:
+        config: A resolved config.
+        teacher: The trained teacher.
+        student: The untrained student.
+        steps_per_epoch: Batches per epoch (DKD's warm-up is set in epochs).
+
+    Returns:
+        `(distiller, pretrain_teacher_attention_epochs)`; the second is 0
+        except for HKSAN with pretraining.
+    """
+    method = config["distill"]["method"]
+    cls = METHODS[method]
+    options = dict(config["distill"][method])
+    pretrain_epochs = options.pop("pretrain_teacher_attention_epochs", 0)
+    if "warmup_epochs" in options:
+        options["warmup_steps"] = options.pop("warmup_epochs") * steps_per_epoch
+    if issubclass(cls, StageDistiller):
+        for key in ("num_stages", "teacher_stages", "student_stages"):
+            options[key] = config["distill"][key]
+    if issubclass(cls, AdversarialDistiller):
+        options["seed"] = config["seed"]
+    return cls(teacher, student, **options), pretrain_epochs
+
+
+def compile_distiller(distiller, config, steps_per_epoch):
+    """Compiles a distiller with the config's optimizers (SGD; Adam for D)."""
+    recipe = config["distill"]
+    kwargs = {}
+    if isinstance(distiller, AdversarialDistiller):
+        kwargs["d_optimizer"] = keras.optimizers.Adam(
+            recipe["d_learning_rate"], beta_1=recipe["d_beta_1"]
+        )
+    distiller.compile(optimizer=_sgd(recipe, steps_per_epoch), **kwargs)
+
+
 def distill(config, verbose=1):
-    """Distils the config's student from its trained teacher.
+    """Distils the config's student from its trained teacher with `distill.method`.
+
+    Writes into `<run_dir>/distill/` for HKSAN and `<run_dir>/distill_<method>/`
+    for the other methods, so that one run directory holds a comparison.
 
     Args:
         config: A resolved config.
         verbose: Keras verbosity.
 
     Returns:
-        The step's final metrics (also in `<run_dir>/distill/metrics.json`).
+        The step's final metrics (also in `<run_dir>/<step>/metrics.json`).
     """
     teacher_path = _teacher_path(config)
-    step = _Step(config, "distill")
+    method = config["distill"]["method"]
+    step = _Step(config, distill_step_name(method))
     train, test, num_classes, steps_per_epoch = load_data(config)
     teacher = keras.saving.load_model(teacher_path)
     _, student = build_models(config, num_classes)
-    options = dict(config["distill"]["hksan"])
-    pretrain_epochs = options.pop("pretrain_teacher_attention_epochs")
     keras.utils.set_random_seed(config["seed"])
-    distiller = HKSANDistiller(teacher, student, seed=config["seed"], **options)
+    distiller, pretrain_epochs = build_distiller(config, teacher, student, steps_per_epoch)
     if pretrain_epochs and not step.resumed_epochs:
         distiller.pretrain_teacher_attention(train, epochs=pretrain_epochs, verbose=verbose)
     elif pretrain_epochs:
         # The pretrained estimators come back with the checkpoint.
         distiller.train_teacher_attention = False
-    recipe = config["distill"]
-    distiller.compile(
-        optimizer=_sgd(recipe, steps_per_epoch),
-        d_optimizer=keras.optimizers.Adam(recipe["d_learning_rate"], beta_1=recipe["d_beta_1"]),
-    )
-    callbacks = step.callbacks(recipe["epochs"]) + [
+    compile_distiller(distiller, config, steps_per_epoch)
+    epochs = config["distill"]["epochs"]
+    callbacks = step.callbacks(epochs) + [
         BestStudentCheckpoint(
             os.path.join(step.directory, "best_student.keras"),
             initial_best=step.best_so_far(),
         )
     ]
-    distiller.fit(train, validation_data=test, epochs=recipe["epochs"],
+    distiller.fit(train, validation_data=test, epochs=epochs,
                   callbacks=callbacks, verbose=verbose)
     distiller.student.save(os.path.join(step.directory, "last_student.keras"))
     distiller.save(os.path.join(step.directory, "distiller.keras"))
-    return step.finish({"teacher": teacher_path, "student": config["student"]["model"]})
+    return step.finish({
+        "method": method, "teacher": teacher_path, "student": config["student"]["model"],
+    })
 
 
 DEFAULT_EVALUATIONS = {
@@ -315,9 +363,15 @@ def evaluate(config, model_path=None):
             raise FileNotFoundError(f"No model at {model_path}.")
         paths = {os.path.basename(model_path): model_path}
     else:
+        candidates = dict(DEFAULT_EVALUATIONS)
+        for method in METHODS:
+            if method != "hksan":
+                candidates[f"distilled_student_{method}"] = (
+                    distill_step_name(method), "best_student.keras"
+                )
         paths = {
             name: os.path.join(config["run_dir"], *parts)
-            for name, parts in DEFAULT_EVALUATIONS.items()
+            for name, parts in candidates.items()
             if os.path.exists(os.path.join(config["run_dir"], *parts))
         }
         if not paths:
@@ -329,7 +383,7 @@ def evaluate(config, model_path=None):
     results = {}
     for name, path in paths.items():
         model = keras.saving.load_model(path)
-        if not isinstance(model, HKSANDistiller):
+        if not isinstance(model, Distiller):
             model.compile(
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                 metrics=["accuracy"],
@@ -344,7 +398,7 @@ def evaluate(config, model_path=None):
 
 
 def run_experiment(config, verbose=1):
-    """Teacher, student alone, distillation and evaluation, in that order.
+    """Teacher, student alone, distillation (`distill.method`) and evaluation.
 
     Steps that finished earlier in the same run directory are reused, and an
     interrupted one resumes.
@@ -359,7 +413,7 @@ def run_experiment(config, verbose=1):
     steps = (
         ("teacher", lambda: train_classifier(config, "teacher", verbose)),
         ("student", lambda: train_classifier(config, "student", verbose)),
-        ("distill", lambda: distill(config, verbose)),
+        (distill_step_name(config["distill"]["method"]), lambda: distill(config, verbose)),
     )
     for name, run_step in steps:
         if os.path.exists(os.path.join(config["run_dir"], name, "metrics.json")):
@@ -383,11 +437,12 @@ def export(config, model_path=None, format="tf_saved_model"):
     """
     from hksan_keras import export as exporters
 
-    path = model_path or os.path.join(config["run_dir"], "distill", "best_student.keras")
+    step = distill_step_name(config["distill"]["method"])
+    path = model_path or os.path.join(config["run_dir"], step, "best_student.keras")
     if not os.path.exists(path):
         raise FileNotFoundError(f"No model at {path}; run distill first, or pass --model.")
     model = keras.saving.load_model(path)
-    if isinstance(model, HKSANDistiller):
+    if isinstance(model, Distiller):
         model = model.student
     directory = os.path.join(config["run_dir"], "export")
     os.makedirs(directory, exist_ok=True)

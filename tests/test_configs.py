@@ -27,9 +27,8 @@ def test_config_builds_its_models(path):
     assert config["name"] == path.stem and config["description"]
     keras.backend.clear_session()
     teacher, student = experiment.build_models(config, CLASSES[config["data"]["dataset"]])
-    options = dict(config["distill"]["hksan"])
-    options.pop("pretrain_teacher_attention_epochs")
-    distiller = hksan_keras.HKSANDistiller(teacher, student, **options)
+    distiller, _ = experiment.build_distiller(config, teacher, student, steps_per_epoch=10)
+    assert isinstance(distiller, hksan_keras.HKSANDistiller)
     assert len(distiller.teacher_stages) == (4 if config["data"]["dataset"] == "imagenet2012" else 3)
 
 

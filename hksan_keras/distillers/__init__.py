@@ -1,6 +1,66 @@
-"""Distillers: one method a file, on the shared base in base.py."""
+"""Distillers: one method a file, on the shared base in base.py.
 
-from hksan_keras.distillers.base import Distiller
+`METHODS` maps the names used by configs and the command line
+(`distill.method`, `--method`) to the classes.
+"""
+
+from hksan_keras.distillers.adversarial import AdversarialDistiller
+from hksan_keras.distillers.alone import StudentAlone
+from hksan_keras.distillers.anc import ANCDistiller
+from hksan_keras.distillers.at import ATDistiller
+from hksan_keras.distillers.base import Distiller, StageDistiller
+from hksan_keras.distillers.dkd import DKDDistiller
+from hksan_keras.distillers.fitnets import FitNetsDistiller
 from hksan_keras.distillers.hksan import HKSANDistiller
+from hksan_keras.distillers.kd import KDDistiller
+from hksan_keras.distillers.nst import NSTDistiller
+from hksan_keras.distillers.xu import ConditionalAdversarialDistiller
 
-__all__ = ["Distiller", "HKSANDistiller"]
+METHODS = {
+    "student": StudentAlone,
+    "kd": KDDistiller,
+    "dkd": DKDDistiller,
+    "fitnets": FitNetsDistiller,
+    "at": ATDistiller,
+    "nst": NSTDistiller,
+    "anc": ANCDistiller,
+    "xu": ConditionalAdversarialDistiller,
+    "hksan": HKSANDistiller,
+}
+
+
+def get(method):
+    """The distiller class of a method name.
+
+    Args:
+        method: One of `METHODS` ("student", "kd", "dkd", "fitnets", "at",
+            "nst", "anc", "xu", "hksan").
+
+    Returns:
+        The class.
+
+    Example:
+
+    >>> hksan_keras.distillers.get("kd")(teacher, student, temperature=4.0)
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose one of {sorted(METHODS)}.")
+    return METHODS[method]
+
+
+__all__ = [
+    "METHODS",
+    "get",
+    "Distiller",
+    "StageDistiller",
+    "AdversarialDistiller",
+    "StudentAlone",
+    "KDDistiller",
+    "DKDDistiller",
+    "FitNetsDistiller",
+    "ATDistiller",
+    "NSTDistiller",
+    "ANCDistiller",
+    "ConditionalAdversarialDistiller",
+    "HKSANDistiller",
+]

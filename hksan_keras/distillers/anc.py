@@ -1,0 +1,59 @@
+"""ANC: Belagiannis, Farshad and Galasso, "Adversarial Network Compression" (ECCV-W 2018)."""
+
+import keras
+
+from hksan_keras import losses
+from hksan_keras.distillers.adversarial import AdversarialDistiller
+from hksan_keras.distillers.base import check_weights
+
+
+@keras.saving.register_keras_serializable(package="hksan_keras")
+class ANCDistiller(AdversarialDistiller):
+    """Adversarial distillation on the logits, with logit regression.
+
+        L_S = label_weight * CE(y, l_S) + logit_weight * mean((l_S - l_T)^2)
+            + adversarial_weight * BCE(D(l_S), real)
+        L_D = BCE(D(l_T), real) + BCE(D(l_S), fake)
+            + fake_as_real_weight * BCE(D(dropout(l_S)), real) + mu * |W_D|
+
+    D has a source output only (no class head: that is HKSAN's and KSANC's
+    addition); the dropout-perturbed student samples shown as real are ANC's
+    regulariser. The discriminator, its optimizer and the weights shared with
+    HKSAN have HKSAN's defaults, so the two differ exactly by the squeezed
+    knowledge and the class head. See docs/methods.md for what is read from
+    the paper and what is ours.
+
+    Args:
+        teacher: Trained `keras.Model` giving logits.
+        student: `keras.Model` giving logits for the same classes.
+        logit_weight: Weight of the logit L2 term.
+        **kwargs: `AdversarialDistiller` arguments (`adversarial_weight`,
+            `discriminator_steps`, ...), `label_weight` and `name`.
+
+    Example:
+
+    >>> distiller = ANCDistiller(teacher, student)
+    >>> distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+    ...                   d_optimizer=keras.optimizers.Adam(1e-4, beta_1=0.5))
+    >>> distiller.fit(train_ds, epochs=10)
+    """
+
+    LOSS_TERMS = ("label_loss", "logit_loss", "adversarial_loss", "discriminator_loss")
+    CLASS_HEAD = False
+
+    def __init__(self, teacher, student, logit_weight=1.0, **kwargs):
+        kwargs.setdefault("name", "anc_distiller")
+        super().__init__(teacher, student, **kwargs)
+        check_weights(logit_weight=logit_weight)
+        self.logit_weight = float(logit_weight)
+
+    def loss_terms(self, labels, teacher, student):
+        terms = super().loss_terms(labels, teacher, student)
+        terms["logit_loss"] = losses.logit_matching_loss(teacher["logits"], student["logits"])
+        return terms
+
+    def term_weights(self):
+        return {**super().term_weights(), "logit_loss": self.logit_weight}
+
+    def get_config(self):
+        return {**super().get_config(), "logit_weight": self.logit_weight}

@@ -1,0 +1,53 @@
+"""AT: Zagoruyko and Komodakis, "Paying More Attention to Attention" (ICLR 2017)."""
+
+import keras
+
+from hksan_keras import losses
+from hksan_keras.distillers.base import StageDistiller, check_weights
+
+
+@keras.saving.register_keras_serializable(package="hksan_keras")
+class ATDistiller(StageDistiller):
+    """Attention transfer: match the normalised spatial attention of every stage.
+
+        L_S = label_weight * CE(y, l_S)
+            + at_weight * sum_i mean((Q_S^i - Q_T^i)^2),
+        Q = normalise(mean over channels of |F|^p)
+
+    Defaults (p = 2, weight 1000) are RepDistiller's and mdistiller's.
+
+    Args:
+        teacher: Trained `keras.Model` giving logits.
+        student: `keras.Model` giving logits for the same classes.
+        at_weight: Weight of the attention term.
+        p: Power of the attention maps.
+        **kwargs: `StageDistiller` arguments (stages, `label_weight`, `name`).
+
+    Example:
+
+    >>> distiller = ATDistiller(teacher, student)
+    >>> distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    >>> distiller.fit(train_ds, epochs=10)
+    """
+
+    LOSS_TERMS = ("label_loss", "attention_loss")
+
+    def __init__(self, teacher, student, at_weight=1000.0, p=2.0, **kwargs):
+        kwargs.setdefault("name", "at_distiller")
+        super().__init__(teacher, student, **kwargs)
+        check_weights(at_weight=at_weight)
+        self.at_weight = float(at_weight)
+        self.p = float(p)
+
+    def loss_terms(self, labels, teacher, student):
+        terms = super().loss_terms(labels, teacher, student)
+        terms["attention_loss"] = losses.attention_transfer_loss(
+            teacher["features"], student["features"], self.p
+        )
+        return terms
+
+    def term_weights(self):
+        return {**super().term_weights(), "attention_loss": self.at_weight}
+
+    def get_config(self):
+        return {**super().get_config(), "at_weight": self.at_weight, "p": self.p}

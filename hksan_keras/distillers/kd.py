@@ -1,0 +1,54 @@
+"""KD: Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural Network" (2015)."""
+
+import keras
+
+from hksan_keras import losses
+from hksan_keras.distillers.base import Distiller, check_weights
+
+
+@keras.saving.register_keras_serializable(package="hksan_keras")
+class KDDistiller(Distiller):
+    """Knowledge distillation on temperature-softened logits.
+
+        L_S = label_weight * CE(y, l_S)
+            + kd_weight * T^2 * KL(softmax(l_T / T) || softmax(l_S / T))
+
+    Defaults are RepDistiller's and mdistiller's CIFAR setting (T = 4,
+    0.1 * CE + 0.9 * KD).
+
+    Args:
+        teacher: Trained `keras.Model` giving logits.
+        student: `keras.Model` giving logits for the same classes.
+        temperature: T.
+        kd_weight: Weight of the KD term.
+        label_weight: Weight of the label cross-entropy.
+        **kwargs: Standard `keras.Model` arguments.
+
+    Example:
+
+    >>> distiller = KDDistiller(teacher, student, temperature=4.0)
+    >>> distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    >>> distiller.fit(train_ds, epochs=10)
+    """
+
+    LOSS_TERMS = ("label_loss", "kd_loss")
+
+    def __init__(self, teacher, student, temperature=4.0, kd_weight=0.9, label_weight=0.1, **kwargs):
+        kwargs.setdefault("name", "kd_distiller")
+        super().__init__(teacher, student, label_weight=label_weight, **kwargs)
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        check_weights(kd_weight=kd_weight)
+        self.temperature = float(temperature)
+        self.kd_weight = float(kd_weight)
+
+    def loss_terms(self, labels, teacher, student):
+        terms = super().loss_terms(labels, teacher, student)
+        terms["kd_loss"] = losses.kd_loss(teacher["logits"], student["logits"], self.temperature)
+        return terms
+
+    def term_weights(self):
+        return {**super().term_weights(), "kd_loss": self.kd_weight}
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature, "kd_weight": self.kd_weight}
