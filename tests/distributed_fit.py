@@ -1,7 +1,7 @@
-"""Fits a small HKSANDistiller under MirroredStrategy on N logical CPU devices.
+"""Fits a small distiller under MirroredStrategy on N logical CPU devices.
 
 Run by test_distributed.py in a fresh process (devices must be configured
-before TensorFlow starts):  python distributed_fit.py N OUTPUT.npz
+before TensorFlow starts):  python distributed_fit.py N OUTPUT.npz [METHOD]
 """
 
 import sys
@@ -9,6 +9,7 @@ import sys
 import tensorflow as tf
 
 num_devices, output_path = int(sys.argv[1]), sys.argv[2]
+method = sys.argv[3] if len(sys.argv) > 3 else "hksan"
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices
@@ -43,11 +44,15 @@ with strategy.scope():
     keras.utils.set_random_seed(0)
     teacher = plain_cnn((8, 16), "teacher")
     student = plain_cnn((4, 8), "student")
-    distiller = hksan_keras.HKSANDistiller(
-        teacher, student, perturbation_rate=0.0, discriminator_steps=2, descriptor_units=8,
-        discriminator_units=(16,),
-    )
-    distiller.compile(optimizer=keras.optimizers.SGD(0.05), d_optimizer=keras.optimizers.SGD(0.05))
+    if method == "hksan":
+        distiller = hksan_keras.HKSANDistiller(
+            teacher, student, perturbation_rate=0.0, discriminator_steps=2, descriptor_units=8,
+            discriminator_units=(16,),
+        )
+        distiller.compile(optimizer=keras.optimizers.SGD(0.05), d_optimizer=keras.optimizers.SGD(0.05))
+    else:
+        distiller = hksan_keras.distillers.get(method)(teacher, student)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.05))
 history = distiller.fit(dataset, epochs=2, verbose=0).history
 evaluation = distiller.evaluate(dataset, verbose=0, return_dict=True)
 np.savez(
@@ -56,5 +61,6 @@ np.savez(
     **{f"history_{k}": np.array(v) for k, v in history.items()},
     **{f"evaluate_{k}": np.array(v) for k, v in evaluation.items()},
     **{f"student_{i}": np.array(w) for i, w in enumerate(student.get_weights())},
-    **{f"discriminator_{i}": np.array(w) for i, w in enumerate(distiller.discriminator.get_weights())},
+    **({f"discriminator_{i}": np.array(w) for i, w in enumerate(distiller.discriminator.get_weights())}
+       if hasattr(distiller, "discriminator") else {}),
 )

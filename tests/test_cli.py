@@ -51,9 +51,18 @@ def test_every_subcommand_end_to_end(cifar_data_dir, tmp_path):
     for term in ("squeeze_loss", "adversarial_loss", "discriminator_loss", "val_accuracy"):
         assert term in epoch
 
+    # Another method goes to its own step directory of the same run.
+    out = hksan("distill", *common, "--method=kd", data_dir=cifar_data_dir)
+    assert "distill_kd epoch 1/1" in out.stdout
+    epoch = json.loads((run / "distill_kd" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "kd_loss" in epoch and "squeeze_loss" not in epoch
+    assert json.loads((run / "distill_kd" / "config.json").read_text())["distill"]["method"] == "kd"
+    unknown = hksan("distill", *common, "--method=crd", data_dir=cifar_data_dir, check=False)
+    assert unknown.returncode == 2 and "choose one of" in unknown.stderr
+
     out = hksan("evaluate", *common, data_dir=cifar_data_dir)
     scores = json.loads((run / "evaluate.json").read_text())
-    assert set(scores) == {"teacher", "student", "distilled_student"}
+    assert set(scores) == {"teacher", "student", "distilled_student", "distilled_student_kd"}
     assert "distilled_student: test accuracy" in out.stdout
 
     hksan("export", *common, data_dir=cifar_data_dir)

@@ -16,8 +16,9 @@ EXPERIMENTS = [p for p in CONFIGS if p.name != "cifar_base.json"]
 
 def test_there_is_a_config_and_a_quick_variant_for_every_experiment():
     names = {p.stem for p in EXPERIMENTS}
-    assert len(names) == 28
-    for name in names:
+    benchmarks = {name for name in names if name.endswith("_cpu_small")}
+    assert len(names - benchmarks) == 28 and len(benchmarks) == 1
+    for name in names - benchmarks:
         assert name.endswith("_quick") or f"{name}_quick" in names
 
 

@@ -8,6 +8,9 @@ from hksan_keras.models.wide_resnet import wide_resnet
 
 MODELS = {
     "resnet8": functools.partial(cifar_resnet, 8),
+    # Half-width ResNet-8 (8/16/32 channels, ~20k weights): the student of
+    # the CPU benchmark, small enough that distillation has room to help.
+    "resnet8_narrow": functools.partial(cifar_resnet, 8, stem_width=8, stage_widths=(8, 16, 32)),
     "resnet20": functools.partial(cifar_resnet, 20),
     "resnet32": functools.partial(cifar_resnet, 32),
     # The deep ones start their residual branches at zero (see cifar_resnet's

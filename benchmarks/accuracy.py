@@ -1,0 +1,242 @@
+"""The accuracy benchmark: every method against the same teacher, over seeds.
+
+    python benchmarks/accuracy.py --protocol=cpu-small --data_dir=../shared/data/tensorflow_datasets
+    python benchmarks/accuracy.py --protocol=cpu-small-ablations --data_dir=...
+    python benchmarks/accuracy.py --protocol=paper --data_dir=...     (a GPU)
+
+A protocol is a list of configs, of variants (a method and config
+overrides) and of seeds. For each config the teacher is trained once (seed
+of the config) and reused; every (variant, seed) then distils the config's
+student through `hksan_keras.experiment.distill`, exactly what
+`hksan-keras distill --method=...` runs, into
+benchmarks/runs/<protocol root>/<config>/seed_<s>/<variant>/.
+Finished runs are read back rather than trained again, and an interrupted one
+resumes, so the command can be rerun after a stop; the two cpu-small
+protocols share their runs (the HKSAN rows are the same runs).
+
+Writes benchmarks/results/<protocol>.json (for each variant: every run's
+best-epoch and last-epoch test accuracy and per-epoch curve, their means and
+sample standard deviations, wall times), <protocol>.md (the table) and
+<protocol>.png (mean test accuracy per epoch, one line per variant).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+PROTOCOLS = {
+    "cpu-small": {
+        "root": "cpu-small",
+        "configs": ["configs/cifar10_resnet20_resnet8_narrow_cpu_small.json"],
+        "variants": {
+            "student": ("student", []),
+            "kd": ("kd", []),
+            "dkd": ("dkd", []),
+            "fitnets": ("fitnets", []),
+            "at": ("at", []),
+            "nst": ("nst", []),
+            "anc": ("anc", []),
+            "xu": ("xu", []),
+            "hksan": ("hksan", []),
+        },
+        "seeds": [0, 1, 2],
+    },
+    "cpu-small-ablations": {
+        "root": "cpu-small",
+        "configs": ["configs/cifar10_resnet20_resnet8_narrow_cpu_small.json"],
+        "variants": {
+            "hksan": ("hksan", []),
+            "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat"]),
+            "hksan_no_adversarial": ("hksan", ["distill.hksan.adversarial_weight=0"]),
+            "hksan_no_squeeze": ("hksan", ["distill.hksan.squeeze_weight=0"]),
+            "hksan_discriminator_steps_2": ("hksan", ["distill.hksan.discriminator_steps=2"]),
+        },
+        "seeds": [0, 1, 2],
+    },
+    "paper": {
+        "root": "paper",
+        "configs": [
+            "configs/cifar100_resnet56_resnet20.json",
+            "configs/cifar100_resnet110_resnet32.json",
+            "configs/cifar100_wrn_40_2_wrn_16_2.json",
+            "configs/cifar100_resnet32x4_resnet8x4.json",
+            "configs/cifar100_resnet164_resnet20.json",
+            "configs/cifar10_resnet164_resnet20.json",
+        ],
+        "variants": {
+            name: (name, [])
+            for name in ("student", "kd", "dkd", "fitnets", "at", "nst", "anc", "xu", "hksan")
+        },
+        "seeds": [0, 1, 2],
+    },
+}
+
+
+def _summary(values):
+    return {
+        "mean": statistics.mean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+
+
+def run_config(experiment, protocol, config_path, variants, seeds, data_dir, overrides, runs_dir):
+    """Teacher once, then every (seed, variant); returns {variant: [run, ...]}."""
+    from hksan_keras import callbacks
+
+    base = experiment.resolve_config(config_path, overrides, data_dir=data_dir)
+    root = os.path.join(runs_dir, protocol["root"], base["name"])
+    teacher_config = dict(base, run_dir=root)
+    teacher_metrics = os.path.join(root, "teacher", "metrics.json")
+    if not os.path.exists(teacher_metrics):
+        experiment.train_classifier(teacher_config, "teacher", verbose=0)
+    with open(teacher_metrics) as f:
+        teacher = json.load(f)
+    teacher_path = os.path.join(root, "teacher", "last.keras")
+
+    runs = {name: [] for name in variants}
+    for seed in seeds:
+        for name, (method, variant_overrides) in variants.items():
+            config = experiment.resolve_config(
+                config_path,
+                overrides + variant_overrides + [
+                    f"distill.method={method}", f"seed={seed}", f"teacher.path={teacher_path}",
+                ],
+                run_dir=os.path.join(root, f"seed_{seed}", name),
+                data_dir=data_dir,
+            )
+            step = os.path.join(config["run_dir"], experiment.distill_step_name(method))
+            if not os.path.exists(os.path.join(step, "metrics.json")):
+                print(f"== {base['name']} {name} seed {seed}", flush=True)
+                experiment.distill(config, verbose=0)
+            with open(os.path.join(step, "metrics.json")) as f:
+                final = json.load(f)
+            curve = [r["val_accuracy"] for r in callbacks.read_metrics(os.path.join(step, "metrics.jsonl"))]
+            runs[name].append({
+                "seed": seed,
+                "best_epoch_accuracy": max(curve),
+                "last_epoch_accuracy": curve[-1],
+                "accuracy_per_epoch": curve,
+                "seconds": final["seconds_this_invocation"],
+            })
+    return {
+        "teacher": {"model": base["teacher"]["model"],
+                    "last_epoch_accuracy": teacher["last_epoch_test_accuracy"],
+                    "seconds": teacher["seconds_this_invocation"]},
+        "student_model": base["student"]["model"],
+        "runs": runs,
+    }
+
+
+def summarise(results):
+    for config in results["configs"].values():
+        config["summary"] = {}
+        for name, runs in config["runs"].items():
+            if not runs:
+                continue
+            config["summary"][name] = {
+                "runs": len(runs),
+                "best_epoch": _summary([100 * r["best_epoch_accuracy"] for r in runs]),
+                "last_epoch": _summary([100 * r["last_epoch_accuracy"] for r in runs]),
+                "seconds": _summary([r["seconds"] for r in runs]),
+            }
+
+
+def markdown(results):
+    lines = [f"# Accuracy benchmark: {results['protocol']}", "",
+             f"Hardware: {results['hardware']}. Test accuracy in %, mean ± sample std over "
+             f"seeds {results['seeds']}; best epoch = highest test accuracy over the epochs, "
+             "last epoch = at the end of training.", ""]
+    for name, config in results["configs"].items():
+        teacher = config["teacher"]
+        lines += [f"## {name}", "",
+                  f"Teacher {teacher['model']}: {100 * teacher['last_epoch_accuracy']:.2f} "
+                  f"(trained once, {teacher['seconds'] / 60:.1f} min). Student {config['student_model']}.", "",
+                  "| variant | runs | best epoch | last epoch | minutes per run |",
+                  "|---|---|---|---|---|"]
+        for variant, s in config["summary"].items():
+            lines.append(
+                f"| {variant} | {s['runs']} | {s['best_epoch']['mean']:.2f} ± {s['best_epoch']['std']:.2f} "
+                f"| {s['last_epoch']['mean']:.2f} ± {s['last_epoch']['std']:.2f} | {s['seconds']['mean'] / 60:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = results["configs"]
+    figure, axes = plt.subplots(1, len(configs), figsize=(7 * len(configs), 5), squeeze=False)
+    for axis, (name, config) in zip(axes[0], configs.items()):
+        for variant, runs in config["runs"].items():
+            if not runs:
+                continue
+            length = min(len(r["accuracy_per_epoch"]) for r in runs)
+            mean = [100 * statistics.mean(r["accuracy_per_epoch"][e] for r in runs) for e in range(length)]
+            axis.plot(range(1, length + 1), mean, label=variant,
+                      linewidth=2.5 if variant.startswith("hksan") else 1.2)
+        axis.set_title(f"{name} (mean of {len(results['seeds'])} seeds)")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("test accuracy (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), required=True)
+    parser.add_argument("--data_dir", default=None, help="TFDS data directory (else $TFDS_DATA_DIR).")
+    parser.add_argument("--variants", default=None, help="Comma-separated subset of the protocol's variants.")
+    parser.add_argument("--seeds", default=None, help="Comma-separated seeds (default: the protocol's).")
+    parser.add_argument("--set", action="append", default=[], help="Config override for every run, key.path=value.")
+    parser.add_argument("--runs_dir", default=os.path.join("benchmarks", "runs"),
+                        help="Where the runs go (finished ones there are reused).")
+    parser.add_argument("--results_dir", default=os.path.join("benchmarks", "results"))
+    parser.add_argument("--hardware", default="2 CPU cores (no GPU), TensorFlow on the CPU")
+    args = parser.parse_args()
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    from hksan_keras import experiment
+
+    protocol = PROTOCOLS[args.protocol]
+    variants = protocol["variants"]
+    if args.variants:
+        unknown = set(args.variants.split(",")) - set(variants)
+        if unknown:
+            sys.exit(f"Unknown variants {sorted(unknown)}; this protocol has {sorted(variants)}.")
+        variants = {name: variants[name] for name in args.variants.split(",")}
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else protocol["seeds"]
+
+    start = time.time()
+    results = {"protocol": args.protocol, "hardware": args.hardware, "seeds": seeds,
+               "overrides": args.set, "configs": {}}
+    for config_path in protocol["configs"]:
+        name = os.path.splitext(os.path.basename(config_path))[0]
+        results["configs"][name] = run_config(
+            experiment, protocol, config_path, variants, seeds, args.data_dir, args.set, args.runs_dir)
+    results["seconds_this_invocation"] = time.time() - start
+    summarise(results)
+
+    os.makedirs(args.results_dir, exist_ok=True)
+    stem = os.path.join(args.results_dir, args.protocol)
+    with open(stem + ".json", "w") as f:
+        json.dump(results, f, indent=2)
+    table = markdown(results)
+    with open(stem + ".md", "w") as f:
+        f.write(table + "\n")
+    plot(results, stem + ".png")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
