@@ -1,0 +1,49 @@
+"""The accuracy benchmark runs a protocol end to end (tiny budget) and summarises it."""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+TINY = ["--set=data.train_size=128", "--set=data.test_size=128", "--set=teacher.epochs=1",
+        "--set=distill.epochs=2", "--set=teacher.lr_milestones=[]", "--set=distill.lr_milestones=[]"]
+
+
+def _bench(tmp_path, data_dir, *args):
+    command = [sys.executable, str(REPO_ROOT / "benchmarks" / "accuracy.py"), "--protocol=cpu-small",
+               f"--data_dir={data_dir}", f"--runs_dir={tmp_path / 'runs'}",
+               f"--results_dir={tmp_path / 'results'}", *TINY, *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result
+
+
+def test_protocol_writes_runs_table_and_plot_and_reuses_finished_runs(cifar_data_dir, tmp_path):
+    out = _bench(tmp_path, cifar_data_dir, "--variants=student,kd", "--seeds=0,1")
+    assert out.stdout.count("== ") == 4
+    results = json.loads((tmp_path / "results" / "cpu-small.json").read_text())
+    config = results["configs"]["cifar10_resnet20_resnet8_narrow_cpu_small"]
+    assert set(config["runs"]) == {"student", "kd"} and results["seeds"] == [0, 1]
+    for variant, runs in config["runs"].items():
+        assert [r["seed"] for r in runs] == [0, 1]
+        for run in runs:
+            assert len(run["accuracy_per_epoch"]) == 2
+            assert run["best_epoch_accuracy"] == max(run["accuracy_per_epoch"])
+            assert run["last_epoch_accuracy"] == run["accuracy_per_epoch"][-1]
+        best = [100 * r["best_epoch_accuracy"] for r in runs]
+        summary = config["summary"][variant]["best_epoch"]
+        assert summary["mean"] == pytest.approx(statistics.mean(best))
+        assert summary["std"] == pytest.approx(statistics.stdev(best))
+    table = (tmp_path / "results" / "cpu-small.md").read_text()
+    assert "| kd | 2 |" in table and "best epoch" in table
+    assert (tmp_path / "results" / "cpu-small.png").stat().st_size > 10_000
+
+    # A rerun trains nothing again: teacher and runs are read back.
+    again = _bench(tmp_path, cifar_data_dir, "--variants=student,kd", "--seeds=0,1")
+    assert "== " not in again.stdout and "teacher epoch" not in again.stdout
