@@ -93,6 +93,7 @@ DEFAULTS = {
             "descriptor_units": 128,
             "logit_weight": 1.0,
             "squeeze_weight": 0.1,
+            "squeeze_distance": "squared",
             "label_weight": 1.0,
             "task_weight": 1.0,
             **_DISCRIMINATOR,

@@ -17,6 +17,7 @@ import keras
 
 from hksan_keras import data, models
 from hksan_keras.attention import HIERARCHIES
+from hksan_keras.losses import SQUEEZE_DISTANCES
 from hksan_keras.callbacks import (
     BestStudentCheckpoint,
     EpochSummary,
@@ -69,6 +70,11 @@ def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
         raise ConfigError(
             f"distill.hksan.hierarchy must be one of {HIERARCHIES}, got "
             f"{config['distill']['hksan']['hierarchy']!r}."
+        )
+    if config["distill"]["hksan"]["squeeze_distance"] not in SQUEEZE_DISTANCES:
+        raise ConfigError(
+            f"distill.hksan.squeeze_distance must be one of {SQUEEZE_DISTANCES}, got "
+            f"{config['distill']['hksan']['squeeze_distance']!r}."
         )
     for section in ("teacher", "distill"):
         if config[section]["epochs"] < 1:

@@ -58,25 +58,39 @@ def logit_matching_loss(teacher_logits, student_logits):
     return ops.mean(ops.square(student_logits - teacher_logits))
 
 
-def squeezed_knowledge_loss(teacher_squeezed, student_squeezed):
+SQUEEZE_DISTANCES = ("squared", "normalized")
+
+
+def squeezed_knowledge_loss(teacher_squeezed, student_squeezed, distance="squared"):
     """Matching of squeezed knowledge, summed over stages.
 
     Args:
         teacher_squeezed: List of (batch, F_i) tensors, one per stage.
         student_squeezed: List of (batch, F_i) tensors, same widths.
+        distance: "squared": `mean((k_S - k_T)^2)` over the components, which
+            scales with the teacher's activations; "normalized":
+            `||k_S/|k_S| - k_T/|k_T| ||^2` (= 2 - 2 cos, in [0, 4]), which
+            does not.
 
     Returns:
-        Scalar `sum_i mean((k_S^i - k_T^i) ** 2)`.
+        Scalar sum over stages of the batch mean distance.
     """
     if len(teacher_squeezed) != len(student_squeezed):
         raise ValueError(
             f"Got {len(teacher_squeezed)} teacher and "
             f"{len(student_squeezed)} student stages; they must match."
         )
-    return sum(
-        ops.mean(ops.square(k_student - k_teacher))
-        for k_teacher, k_student in zip(teacher_squeezed, student_squeezed)
-    )
+    if distance not in SQUEEZE_DISTANCES:
+        raise ValueError(f"distance must be one of {SQUEEZE_DISTANCES}, got {distance!r}.")
+    total = 0.0
+    for k_teacher, k_student in zip(teacher_squeezed, student_squeezed):
+        if distance == "squared":
+            total = total + ops.mean(ops.square(k_student - k_teacher))
+        else:
+            unit_teacher = k_teacher / ops.maximum(ops.norm(k_teacher, axis=-1, keepdims=True), 1e-12)
+            unit_student = k_student / ops.maximum(ops.norm(k_student, axis=-1, keepdims=True), 1e-12)
+            total = total + ops.mean(ops.sum(ops.square(unit_student - unit_teacher), axis=-1))
+    return total
 
 
 def task_loss(labels, stage_logits):

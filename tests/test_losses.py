@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 
 from hksan_keras import LogitDiscriminator, losses
 
@@ -22,6 +23,14 @@ def test_logit_and_squeeze_losses_match_hand_computation():
     squeeze = losses.squeezed_knowledge_loss([teacher, 2 * teacher], [student, student])
     expected = ((student - teacher) ** 2).mean() + ((student - 2 * teacher) ** 2).mean()
     np.testing.assert_allclose(float(squeeze), expected, rtol=1e-6)
+
+    # The normalized distance compares directions only: 2 - 2 cos, scale-free.
+    normalized = losses.squeezed_knowledge_loss([teacher, 2 * teacher], [student, student], "normalized")
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
+    one = np.sum((unit(student) - unit(teacher)) ** 2, axis=-1).mean()
+    np.testing.assert_allclose(float(normalized), 2 * one, rtol=1e-5)
+    with pytest.raises(ValueError, match="distance must be one of"):
+        losses.squeezed_knowledge_loss([teacher], [student], "cosine")
 
 
 def test_adversarial_and_discriminator_losses_match_hand_computation():

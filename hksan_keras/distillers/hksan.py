@@ -84,6 +84,9 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         descriptor_units: Width of the global task descriptor g.
         logit_weight: Weight of the logit L2 term.
         squeeze_weight: Weight of the squeezed-knowledge matching term.
+        squeeze_distance: "squared" (mean squared difference) or
+            "normalized" (squared distance of the unit vectors); see
+            `hksan_keras.losses.squeezed_knowledge_loss`.
         adversarial_weight: Weight of the student's adversarial term.
         label_weight: Weight of the student's label cross-entropy.
         task_weight: Weight of the attention estimators' task loss.
@@ -131,6 +134,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         descriptor_units=128,
         logit_weight=1.0,
         squeeze_weight=0.1,
+        squeeze_distance="squared",
         adversarial_weight=0.1,
         label_weight=1.0,
         task_weight=1.0,
@@ -169,6 +173,12 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         self.descriptor_units = int(descriptor_units)
         self.logit_weight = float(logit_weight)
         self.squeeze_weight = float(squeeze_weight)
+        if squeeze_distance not in losses.SQUEEZE_DISTANCES:
+            raise ValueError(
+                f"squeeze_distance must be one of {losses.SQUEEZE_DISTANCES}, "
+                f"got {squeeze_distance!r}."
+            )
+        self.squeeze_distance = squeeze_distance
         self.task_weight = float(task_weight)
         self.train_teacher_attention = bool(train_teacher_attention)
 
@@ -220,6 +230,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
                 "squeeze_loss": losses.squeezed_knowledge_loss(
                     [ops.stop_gradient(k) for k in teacher_squeezed["squeezed"]],
                     student_squeezed["squeezed"],
+                    self.squeeze_distance,
                 ),
                 "task_loss": losses.task_loss(
                     labels, student_squeezed["task_logits"]
@@ -315,6 +326,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
                 "descriptor_units": self.descriptor_units,
                 "logit_weight": self.logit_weight,
                 "squeeze_weight": self.squeeze_weight,
+                "squeeze_distance": self.squeeze_distance,
                 "task_weight": self.task_weight,
                 "train_teacher_attention": self.train_teacher_attention,
             }
