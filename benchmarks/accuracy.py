@@ -21,6 +21,7 @@ sample standard deviations, wall times), <protocol>.md (the table) and
 """
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -56,6 +57,25 @@ PROTOCOLS = {
         },
         "seeds": [0, 1, 2],
     },
+    # Choosing between HKSAN settings without touching the test set: the
+    # same budget, scored on training images 40,000-49,999, which the
+    # 10,000-image training subset never contains.
+    "cpu-small-validation": {
+        "root": "cpu-small-validation",
+        "configs": ["configs/cifar10_resnet20_resnet8_narrow_cpu_small.json"],
+        "overrides": ["data.test_split=train[40000:]"],
+        "variants": {
+            "kd": ("kd", []),
+            "hksan": ("hksan", []),
+            "hksan_squeeze_normalized_1": (
+                "hksan", ["distill.hksan.squeeze_distance=normalized", "distill.hksan.squeeze_weight=1"]),
+            "hksan_squeeze_normalized_10": (
+                "hksan", ["distill.hksan.squeeze_distance=normalized", "distill.hksan.squeeze_weight=10"]),
+            "hksan_pretrained_teacher_attention": (
+                "hksan", ["distill.hksan.pretrain_teacher_attention_epochs=1"]),
+        },
+        "seeds": [0],
+    },
     "paper": {
         "root": "paper",
         "configs": [
@@ -82,19 +102,26 @@ def _summary(values):
     }
 
 
-def run_config(experiment, protocol, config_path, variants, seeds, data_dir, overrides, runs_dir):
+def run_config(experiment, protocol, config_path, variants, seeds, data_dir, overrides, runs_dir,
+               teacher_path=None):
     """Teacher once, then every (seed, variant); returns {variant: [run, ...]}."""
     from hksan_keras import callbacks
 
+    overrides = protocol.get("overrides", []) + overrides
     base = experiment.resolve_config(config_path, overrides, data_dir=data_dir)
     root = os.path.join(runs_dir, protocol["root"], base["name"])
-    teacher_config = dict(base, run_dir=root)
-    teacher_metrics = os.path.join(root, "teacher", "metrics.json")
-    if not os.path.exists(teacher_metrics):
-        experiment.train_classifier(teacher_config, "teacher", verbose=0)
-    with open(teacher_metrics) as f:
-        teacher = json.load(f)
-    teacher_path = os.path.join(root, "teacher", "last.keras")
+    if overrides != protocol.get("overrides", []):
+        # Runs under other settings never mix with (or reuse) the protocol's own.
+        root += "-" + hashlib.sha1(json.dumps(overrides).encode()).hexdigest()[:8]
+    if teacher_path:
+        teacher = {"last_epoch_test_accuracy": None, "seconds_this_invocation": 0.0}
+    else:
+        teacher_metrics = os.path.join(root, "teacher", "metrics.json")
+        if not os.path.exists(teacher_metrics):
+            experiment.train_classifier(dict(base, run_dir=root), "teacher", verbose=0)
+        with open(teacher_metrics) as f:
+            teacher = json.load(f)
+        teacher_path = os.path.join(root, "teacher", "last.keras")
 
     runs = {name: [] for name in variants}
     for seed in seeds:
@@ -122,7 +149,8 @@ def run_config(experiment, protocol, config_path, variants, seeds, data_dir, ove
                 "seconds": final["seconds_this_invocation"],
             })
     return {
-        "teacher": {"model": base["teacher"]["model"],
+        "runs_dir": root,
+        "teacher": {"model": base["teacher"]["model"], "path": teacher_path,
                     "last_epoch_accuracy": teacher["last_epoch_test_accuracy"],
                     "seconds": teacher["seconds_this_invocation"]},
         "student_model": base["student"]["model"],
@@ -151,9 +179,10 @@ def markdown(results):
              "last epoch = at the end of training.", ""]
     for name, config in results["configs"].items():
         teacher = config["teacher"]
+        trained = (f"{100 * teacher['last_epoch_accuracy']:.2f} (trained once, {teacher['seconds'] / 60:.1f} min)"
+                   if teacher["last_epoch_accuracy"] is not None else f"given, {teacher['path']}")
         lines += [f"## {name}", "",
-                  f"Teacher {teacher['model']}: {100 * teacher['last_epoch_accuracy']:.2f} "
-                  f"(trained once, {teacher['seconds'] / 60:.1f} min). Student {config['student_model']}.", "",
+                  f"Teacher {teacher['model']}: {trained}. Student {config['student_model']}.", "",
                   "| variant | runs | best epoch | last epoch | minutes per run |",
                   "|---|---|---|---|---|"]
         for variant, s in config["summary"].items():
@@ -196,9 +225,13 @@ def main():
     parser.add_argument("--variants", default=None, help="Comma-separated subset of the protocol's variants.")
     parser.add_argument("--seeds", default=None, help="Comma-separated seeds (default: the protocol's).")
     parser.add_argument("--set", action="append", default=[], help="Config override for every run, key.path=value.")
+    parser.add_argument("--teacher", default=None,
+                        help="A trained teacher (.keras) to use instead of training one.")
     parser.add_argument("--runs_dir", default=os.path.join("benchmarks", "runs"),
                         help="Where the runs go (finished ones there are reused).")
     parser.add_argument("--results_dir", default=os.path.join("benchmarks", "results"))
+    parser.add_argument("--output_name", default=None,
+                        help="File name of the results (default: the protocol's name).")
     parser.add_argument("--hardware", default="2 CPU cores (no GPU), TensorFlow on the CPU")
     args = parser.parse_args()
 
@@ -219,16 +252,16 @@ def main():
 
     start = time.time()
     results = {"protocol": args.protocol, "hardware": args.hardware, "seeds": seeds,
-               "overrides": args.set, "configs": {}}
+               "overrides": args.set, "teacher": args.teacher, "configs": {}}
     for config_path in protocol["configs"]:
         name = os.path.splitext(os.path.basename(config_path))[0]
         results["configs"][name] = run_config(
-            experiment, protocol, config_path, variants, seeds, args.data_dir, args.set, args.runs_dir)
+            experiment, protocol, config_path, variants, seeds, args.data_dir, args.set, args.runs_dir, args.teacher)
     results["seconds_this_invocation"] = time.time() - start
     summarise(results)
 
     os.makedirs(args.results_dir, exist_ok=True)
-    stem = os.path.join(args.results_dir, args.protocol)
+    stem = os.path.join(args.results_dir, args.output_name or args.protocol)
     with open(stem + ".json", "w") as f:
         json.dump(results, f, indent=2)
     table = markdown(results)
