@@ -9,7 +9,8 @@ import hksan_keras
 from hksan_keras import experiment
 from hksan_keras.config import ConfigError, load_config
 
-CONFIGS = sorted(pathlib.Path(__file__).resolve().parents[1].glob("configs/*.json"))
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted(REPO.glob("configs/*.json"))
 CLASSES = {"cifar10": 10, "cifar100": 100, "imagenet2012": 1000}
 EXPERIMENTS = [p for p in CONFIGS if p.name != "cifar_base.json"]
 
@@ -41,3 +42,28 @@ def test_a_bad_config_file_is_explained(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_config(str(bad))
+
+
+def test_every_method_builds_from_a_config():
+    config = experiment.resolve_config(str(REPO / "configs" / "cifar100_resnet56_resnet20.json"))
+    for method in hksan_keras.distillers.METHODS:
+        keras.backend.clear_session()
+        config["distill"]["method"] = method
+        teacher, student = experiment.build_models(config, 100)
+        distiller, _ = experiment.build_distiller(config, teacher, student, steps_per_epoch=10)
+        assert type(distiller) is hksan_keras.distillers.METHODS[method]
+    assert distiller.teacher_stages == ["stage1", "stage2", "stage3"]
+
+
+def test_dkd_warmup_is_given_in_epochs():
+    config = experiment.resolve_config(str(REPO / "configs" / "cifar100_resnet56_resnet20.json"),
+                                       ["distill.method=dkd", "teacher.model=resnet8", "student.model=resnet8"])
+    teacher, student = experiment.build_models(config, 100)
+    distiller, _ = experiment.build_distiller(config, teacher, student, steps_per_epoch=10)
+    assert distiller.warmup_steps == 20 * 10
+
+
+def test_an_unknown_method_is_refused_before_training():
+    with pytest.raises(ConfigError, match="choose one of"):
+        experiment.resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"),
+                                  ["distill.method=crd"])
