@@ -61,6 +61,16 @@ def logit_matching_loss(teacher_logits, student_logits):
 SQUEEZE_DISTANCES = ("squared", "normalized")
 
 
+def l2_normalize(x, axis=-1):
+    """x / |x| along `axis`, with a finite gradient even where x is all zeros.
+
+    (`x / maximum(norm(x), eps)` is not: the gradient of the norm at zero is
+    0/0, and a ReLU stage can be all zeros for one image.)
+    """
+    squared_norm = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared_norm, 1e-24))
+
+
 def squeezed_knowledge_loss(teacher_squeezed, student_squeezed, distance="squared"):
     """Matching of squeezed knowledge, summed over stages.
 
@@ -87,9 +97,9 @@ def squeezed_knowledge_loss(teacher_squeezed, student_squeezed, distance="square
         if distance == "squared":
             total = total + ops.mean(ops.square(k_student - k_teacher))
         else:
-            unit_teacher = k_teacher / ops.maximum(ops.norm(k_teacher, axis=-1, keepdims=True), 1e-12)
-            unit_student = k_student / ops.maximum(ops.norm(k_student, axis=-1, keepdims=True), 1e-12)
-            total = total + ops.mean(ops.sum(ops.square(unit_student - unit_teacher), axis=-1))
+            total = total + ops.mean(
+                ops.sum(ops.square(l2_normalize(k_student) - l2_normalize(k_teacher)), axis=-1)
+            )
     return total
 
 
@@ -318,8 +328,7 @@ def attention_map(feature_map, p=2.0):
         Shape (batch, H * W), each row of unit L2 norm.
     """
     pooled = ops.mean(ops.power(ops.abs(feature_map), p), axis=-1)
-    flat = ops.reshape(pooled, (ops.shape(pooled)[0], -1))
-    return flat / ops.maximum(ops.norm(flat, axis=-1, keepdims=True), 1e-12)
+    return l2_normalize(ops.reshape(pooled, (ops.shape(pooled)[0], -1)))
 
 
 def attention_transfer_loss(teacher_maps, student_maps, p=2.0):
@@ -350,8 +359,7 @@ def _channel_distributions(feature_map):
     """(batch, C, H * W): each channel's spatial response, L2-normalised."""
     batch = ops.shape(feature_map)[0]
     channels = feature_map.shape[-1]
-    flat = ops.transpose(ops.reshape(feature_map, (batch, -1, channels)), (0, 2, 1))
-    return flat / ops.maximum(ops.norm(flat, axis=-1, keepdims=True), 1e-12)
+    return l2_normalize(ops.transpose(ops.reshape(feature_map, (batch, -1, channels)), (0, 2, 1)))
 
 
 def _polynomial_kernel_mean(a, b):

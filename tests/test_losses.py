@@ -68,3 +68,17 @@ def test_discriminator_heads_and_regularisation():
     np.testing.assert_allclose(float(sum(discriminator.losses)), expected, rtol=1e-4)
     clone = LogitDiscriminator.from_config(discriminator.get_config())
     assert clone.hidden_units == [16] and clone.kernel_regularizer.l1 == discriminator.kernel_regularizer.l1
+
+
+def test_normalized_terms_have_finite_gradients_at_all_zero_features():
+    import tensorflow as tf
+
+    zeros = tf.zeros((2, 4, 4, 3))
+    other = tf.ones((2, 4, 4, 3))
+    for loss in (lambda s: losses.attention_transfer_loss([other], [s]),
+                 lambda s: losses.neuron_selectivity_loss([other], [s]),
+                 lambda s: losses.squeezed_knowledge_loss([other[:, 0, 0]], [s[:, 0, 0]], "normalized")):
+        with tf.GradientTape() as tape:
+            tape.watch(zeros)
+            value = loss(zeros)
+        assert np.all(np.isfinite(tape.gradient(value, zeros).numpy()))
