@@ -69,10 +69,18 @@ PROTOCOLS = {
             "hksan": ("hksan", []),
             "hksan_squeeze_normalized_1": (
                 "hksan", ["distill.hksan.squeeze_distance=normalized", "distill.hksan.squeeze_weight=1"]),
+            "hksan_squeeze_1": ("hksan", ["distill.hksan.squeeze_weight=1"]),
+            "hksan_squeeze_normalized_3": (
+                "hksan", ["distill.hksan.squeeze_distance=normalized", "distill.hksan.squeeze_weight=3"]),
             "hksan_squeeze_normalized_10": (
                 "hksan", ["distill.hksan.squeeze_distance=normalized", "distill.hksan.squeeze_weight=10"]),
             "hksan_pretrained_teacher_attention": (
                 "hksan", ["distill.hksan.pretrain_teacher_attention_epochs=1"]),
+            # No task loss reaches the student (its estimators learn from the
+            # matching alone); the teacher's are pretrained on the labels.
+            "hksan_pretrained_no_student_task": (
+                "hksan", ["distill.hksan.pretrain_teacher_attention_epochs=1", "distill.hksan.task_weight=0"]),
+            "hksan_no_task": ("hksan", ["distill.hksan.task_weight=0"]),
         },
         "seeds": [0],
     },
