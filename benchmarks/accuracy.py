@@ -72,6 +72,10 @@ PROTOCOLS = {
             "hksan_squeeze_1": ("hksan", ["distill.hksan.squeeze_weight=1"]),
             "hksan_squeeze_normalized_3": (
                 "hksan", ["distill.hksan.squeeze_distance=normalized", "distill.hksan.squeeze_weight=3"]),
+            "hksan_squeeze_relative_1": (
+                "hksan", ["distill.hksan.squeeze_distance=relative", "distill.hksan.squeeze_weight=1"]),
+            "hksan_squeeze_relative_3": (
+                "hksan", ["distill.hksan.squeeze_distance=relative", "distill.hksan.squeeze_weight=3"]),
             "hksan_squeeze_normalized_10": (
                 "hksan", ["distill.hksan.squeeze_distance=normalized", "distill.hksan.squeeze_weight=10"]),
             "hksan_pretrained_teacher_attention": (

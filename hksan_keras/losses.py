@@ -58,7 +58,7 @@ def logit_matching_loss(teacher_logits, student_logits):
     return ops.mean(ops.square(student_logits - teacher_logits))
 
 
-SQUEEZE_DISTANCES = ("squared", "normalized")
+SQUEEZE_DISTANCES = ("squared", "relative", "normalized")
 
 
 def l2_normalize(x, axis=-1):
@@ -77,10 +77,12 @@ def squeezed_knowledge_loss(teacher_squeezed, student_squeezed, distance="square
     Args:
         teacher_squeezed: List of (batch, F_i) tensors, one per stage.
         student_squeezed: List of (batch, F_i) tensors, same widths.
-        distance: "squared": `mean((k_S - k_T)^2)` over the components, which
-            scales with the teacher's activations; "normalized":
-            `||k_S/|k_S| - k_T/|k_T| ||^2` (= 2 - 2 cos, in [0, 4]), which
-            does not.
+        distance: "squared": `mean((k_S - k_T)^2)` over the components,
+            which scales with the square of the teacher's activations;
+            "relative": that divided by the batch's `mean(k_T^2)` (a
+            constant), so 1 means "as far as k_S = 0"; "normalized":
+            `||k_S/|k_S| - k_T/|k_T| ||^2` (= 2 - 2 cos, in [0, 4]), whose
+            gradient grows as 1/|k_S| when k_S is small.
 
     Returns:
         Scalar sum over stages of the batch mean distance.
@@ -96,6 +98,9 @@ def squeezed_knowledge_loss(teacher_squeezed, student_squeezed, distance="square
     for k_teacher, k_student in zip(teacher_squeezed, student_squeezed):
         if distance == "squared":
             total = total + ops.mean(ops.square(k_student - k_teacher))
+        elif distance == "relative":
+            scale = ops.stop_gradient(ops.mean(ops.square(k_teacher))) + 1e-8
+            total = total + ops.mean(ops.square(k_student - k_teacher)) / scale
         else:
             total = total + ops.mean(
                 ops.sum(ops.square(l2_normalize(k_student) - l2_normalize(k_teacher)), axis=-1)

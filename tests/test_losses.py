@@ -29,6 +29,8 @@ def test_logit_and_squeeze_losses_match_hand_computation():
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
     one = np.sum((unit(student) - unit(teacher)) ** 2, axis=-1).mean()
     np.testing.assert_allclose(float(normalized), 2 * one, rtol=1e-5)
+    relative = losses.squeezed_knowledge_loss([teacher], [student], "relative")
+    np.testing.assert_allclose(float(relative), ((student - teacher) ** 2).mean() / (teacher**2).mean(), rtol=1e-5)
     with pytest.raises(ValueError, match="distance must be one of"):
         losses.squeezed_knowledge_loss([teacher], [student], "cosine")
 

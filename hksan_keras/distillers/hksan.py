@@ -84,8 +84,9 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         descriptor_units: Width of the global task descriptor g.
         logit_weight: Weight of the logit L2 term.
         squeeze_weight: Weight of the squeezed-knowledge matching term.
-        squeeze_distance: "squared" (mean squared difference) or
-            "normalized" (squared distance of the unit vectors); see
+        squeeze_distance: "squared" (mean squared difference), "relative"
+            (the same divided by the teacher's mean square) or "normalized"
+            (squared distance of the unit vectors); see
             `hksan_keras.losses.squeezed_knowledge_loss`.
         adversarial_weight: Weight of the student's adversarial term.
         label_weight: Weight of the student's label cross-entropy.
