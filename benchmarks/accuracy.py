@@ -76,6 +76,9 @@ PROTOCOLS = {
                 "hksan", ["distill.hksan.squeeze_distance=relative", "distill.hksan.squeeze_weight=1"]),
             "hksan_squeeze_relative_3": (
                 "hksan", ["distill.hksan.squeeze_distance=relative", "distill.hksan.squeeze_weight=3"]),
+            # hierarchy="flat" stayed finite at squeeze_weight=1 where the
+            # hierarchical guides diverged within 5 steps.
+            "hksan_flat_squeeze_1": ("hksan", ["distill.hksan.hierarchy=flat", "distill.hksan.squeeze_weight=1"]),
             "hksan_squeeze_normalized_10": (
                 "hksan", ["distill.hksan.squeeze_distance=normalized", "distill.hksan.squeeze_weight=10"]),
             "hksan_pretrained_teacher_attention": (
