@@ -79,6 +79,9 @@ PROTOCOLS = {
             # hierarchy="flat" stayed finite at squeeze_weight=1 where the
             # hierarchical guides diverged within 5 steps.
             "hksan_flat_squeeze_1": ("hksan", ["distill.hksan.hierarchy=flat", "distill.hksan.squeeze_weight=1"]),
+            "hksan_normalized_guide": ("hksan", ["distill.hksan.normalize_guide=true"]),
+            "hksan_normalized_guide_squeeze_1": (
+                "hksan", ["distill.hksan.normalize_guide=true", "distill.hksan.squeeze_weight=1"]),
             "hksan_squeeze_normalized_10": (
                 "hksan", ["distill.hksan.squeeze_distance=normalized", "distill.hksan.squeeze_weight=10"]),
             "hksan_pretrained_teacher_attention": (

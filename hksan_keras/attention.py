@@ -112,6 +112,12 @@ class HierarchicalSqueeze(keras.layers.Layer):
         hierarchy: "hierarchical" (top-down guides) or "flat".
         channel_transform: Whether to map each stage to `stage_widths[i]`
             with a 1x1 convolution first.
+        normalize_guide: With "hierarchical", the deeper vector `k^(i+1)`
+            joins the guide divided by its root mean square and as a
+            constant (no gradient). Raw, it is as large as the features (~20
+            in a trained ResNet-20) and the chain of guides made the student's
+            squeeze diverge within 5 steps at squeeze_weight=1; normalised
+            and constant, it stayed finite, as "flat" does.
         **kwargs: Standard `keras.layers.Layer` arguments.
 
     Returns (from `call`):
@@ -135,6 +141,7 @@ class HierarchicalSqueeze(keras.layers.Layer):
         descriptor_units=128,
         hierarchy="hierarchical",
         channel_transform=False,
+        normalize_guide=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -147,6 +154,7 @@ class HierarchicalSqueeze(keras.layers.Layer):
         self.descriptor_units = int(descriptor_units)
         self.hierarchy = hierarchy
         self.channel_transform = bool(channel_transform)
+        self.normalize_guide = bool(normalize_guide)
         stages = range(1, len(self.stage_widths) + 1)
         self.channel_transforms = (
             [
@@ -206,7 +214,13 @@ class HierarchicalSqueeze(keras.layers.Layer):
         for i in reversed(range(num_stages)):
             guide = descriptor
             if self.hierarchy == "hierarchical" and i < num_stages - 1:
-                guide = ops.concatenate([descriptor, squeezed[i + 1]], axis=-1)
+                above = squeezed[i + 1]
+                if self.normalize_guide:
+                    above = ops.stop_gradient(above)
+                    above = above * ops.rsqrt(
+                        ops.mean(ops.square(above), axis=-1, keepdims=True) + 1e-6
+                    )
+                guide = ops.concatenate([descriptor, above], axis=-1)
             squeezed[i], attention[i] = self.estimators[i](
                 [stage_features[i], guide]
             )
@@ -226,6 +240,7 @@ class HierarchicalSqueeze(keras.layers.Layer):
                 "descriptor_units": self.descriptor_units,
                 "hierarchy": self.hierarchy,
                 "channel_transform": self.channel_transform,
+                "normalize_guide": self.normalize_guide,
             }
         )
         return config

@@ -90,6 +90,7 @@ DEFAULTS = {
         },
         "hksan": {
             "hierarchy": "hierarchical",
+            "normalize_guide": False,
             "descriptor_units": 128,
             "logit_weight": 1.0,
             "squeeze_weight": 0.1,

@@ -64,3 +64,22 @@ def test_layers_round_trip_through_config():
     assert clone.get_config() == squeeze.get_config()
     layer = TaskDrivenAttention(5, name="a")
     assert TaskDrivenAttention.from_config(layer.get_config()).units == 5
+
+
+@pytest.mark.parametrize("normalize_guide", [False, True])
+def test_normalized_guide_is_a_constant_for_the_shallower_stage(normalize_guide):
+    import tensorflow as tf
+
+    squeeze = HierarchicalSqueeze([4, 6], num_classes=3, descriptor_units=5, normalize_guide=normalize_guide)
+    features = [tf.random.normal((2, 8, 8, 4)), tf.random.normal((2, 4, 4, 6))]
+    squeeze.build([f.shape for f in features])
+    deep_score = squeeze.estimators[1].attention_score.kernel
+    with tf.GradientTape() as tape:
+        shallow = squeeze(features)["squeezed"][0]
+    gradient = tape.gradient(shallow, deep_score)
+    if normalize_guide:
+        assert gradient is None or float(tf.reduce_max(tf.abs(gradient))) == 0.0
+    else:
+        assert float(tf.reduce_max(tf.abs(gradient))) > 0.0
+    restored = HierarchicalSqueeze.from_config(squeeze.get_config())
+    assert restored.normalize_guide is normalize_guide

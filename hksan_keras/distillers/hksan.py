@@ -81,6 +81,9 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         num_stages: With detection, keep only the deepest `num_stages`.
         hierarchy: "hierarchical" (guide of stage i is [g ; k^(i+1)]) or
             "flat" (guide is g: KSANC).
+        normalize_guide: Give the hierarchical guides the deeper squeezed
+            vector normalised and without gradient (see
+            `HierarchicalSqueeze`); needed for squeeze weights above ~0.1.
         descriptor_units: Width of the global task descriptor g.
         logit_weight: Weight of the logit L2 term.
         squeeze_weight: Weight of the squeezed-knowledge matching term.
@@ -132,6 +135,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         student_stages=None,
         num_stages=None,
         hierarchy="hierarchical",
+        normalize_guide=False,
         descriptor_units=128,
         logit_weight=1.0,
         squeeze_weight=0.1,
@@ -171,6 +175,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             task_weight=task_weight,
         )
         self.hierarchy = hierarchy
+        self.normalize_guide = bool(normalize_guide)
         self.descriptor_units = int(descriptor_units)
         self.logit_weight = float(logit_weight)
         self.squeeze_weight = float(squeeze_weight)
@@ -189,6 +194,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             self.num_classes,
             descriptor_units=self.descriptor_units,
             hierarchy=hierarchy,
+            normalize_guide=self.normalize_guide,
             name="teacher_squeeze",
         )
         self.student_squeeze = HierarchicalSqueeze(
@@ -196,6 +202,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             self.num_classes,
             descriptor_units=self.descriptor_units,
             hierarchy=hierarchy,
+            normalize_guide=self.normalize_guide,
             channel_transform=True,
             name="student_squeeze",
         )
@@ -324,6 +331,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         config.update(
             {
                 "hierarchy": self.hierarchy,
+                "normalize_guide": self.normalize_guide,
                 "descriptor_units": self.descriptor_units,
                 "logit_weight": self.logit_weight,
                 "squeeze_weight": self.squeeze_weight,
