@@ -82,6 +82,7 @@ PROTOCOLS = {
             "hksan_normalized_guide": ("hksan", ["distill.hksan.normalize_guide=true"]),
             "hksan_normalized_guide_squeeze_1": (
                 "hksan", ["distill.hksan.normalize_guide=true", "distill.hksan.squeeze_weight=1"]),
+            "hksan_no_adversarial": ("hksan", ["distill.hksan.adversarial_weight=0"]),
             "hksan_squeeze_normalized_10": (
                 "hksan", ["distill.hksan.squeeze_distance=normalized", "distill.hksan.squeeze_weight=10"]),
             "hksan_pretrained_teacher_attention": (
