@@ -1,5 +1,6 @@
 """The adversarial machinery shared by HKSAN, ANC and Xu et al.: a logit
-discriminator, its optimizer, and k_D discriminator updates per student step."""
+discriminator, its optimizer, k_D discriminator updates per student step, and
+the logit-matching term that all three pair with it."""
 
 import keras
 from keras import ops
@@ -25,6 +26,9 @@ class AdversarialDistiller(Distiller):
 
         BCE(D_src(l_S), real) [+ CE(y, D_cls(l_S))]       if CLASS_HEAD
 
+    and the "logit_loss" term `LOGIT_DISTANCE(l_T, l_S)` (mean squared
+    difference unless a subclass says otherwise), weighted by `logit_weight`.
+
     With `CONDITIONAL`, D reads the logits concatenated with the one-hot
     labels (a conditional GAN). Teacher, student and perturbed student logits
     go through D as one batch, so its batch statistics are the same in both
@@ -32,6 +36,7 @@ class AdversarialDistiller(Distiller):
 
     Args:
         teacher, student: As for `Distiller`.
+        logit_weight: Weight of the logit-matching term.
         adversarial_weight: Weight of the student's adversarial term.
         discriminator_steps: k_D, discriminator updates per student update.
         discriminator_units: Hidden widths of the discriminator.
@@ -42,14 +47,16 @@ class AdversarialDistiller(Distiller):
         **kwargs: `label_weight` and standard `keras.Model` arguments.
     """
 
-    LOSS_TERMS = ("label_loss", "adversarial_loss", "discriminator_loss")
+    LOSS_TERMS = ("label_loss", "logit_loss", "adversarial_loss", "discriminator_loss")
     CLASS_HEAD = True
     CONDITIONAL = False
+    LOGIT_DISTANCE = staticmethod(losses.logit_matching_loss)
 
     def __init__(
         self,
         teacher,
         student,
+        logit_weight=1.0,
         adversarial_weight=0.1,
         discriminator_steps=1,
         discriminator_units=(256, 256),
@@ -65,6 +72,7 @@ class AdversarialDistiller(Distiller):
                 f"discriminator_steps must be >= 1, got {discriminator_steps}."
             )
         check_weights(
+            logit_weight=logit_weight,
             adversarial_weight=adversarial_weight,
             discriminator_regularization=discriminator_regularization,
             fake_as_real_weight=fake_as_real_weight,
@@ -73,6 +81,7 @@ class AdversarialDistiller(Distiller):
             raise ValueError(
                 f"perturbation_rate must be in [0, 1), got {perturbation_rate}."
             )
+        self.logit_weight = float(logit_weight)
         self.adversarial_weight = float(adversarial_weight)
         self.discriminator_steps = int(discriminator_steps)
         self.discriminator_units = [int(u) for u in discriminator_units]
@@ -189,10 +198,12 @@ class AdversarialDistiller(Distiller):
         terms["adversarial_loss"] = losses.adversarial_student_loss(
             labels, sources[1], classes[1] if classes else None
         )
+        terms["logit_loss"] = self.LOGIT_DISTANCE(teacher["logits"], student["logits"])
         return terms
 
     def term_weights(self):
         weights = super().term_weights()
+        weights["logit_loss"] = self.logit_weight
         weights["adversarial_loss"] = self.adversarial_weight
         return weights
 
@@ -200,6 +211,7 @@ class AdversarialDistiller(Distiller):
         config = super().get_config()
         config.update(
             {
+                "logit_weight": self.logit_weight,
                 "adversarial_weight": self.adversarial_weight,
                 "discriminator_steps": self.discriminator_steps,
                 "discriminator_units": self.discriminator_units,

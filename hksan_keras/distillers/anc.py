@@ -2,9 +2,7 @@
 
 import keras
 
-from hksan_keras import losses
 from hksan_keras.distillers.adversarial import AdversarialDistiller
-from hksan_keras.distillers.base import check_weights
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -26,9 +24,9 @@ class ANCDistiller(AdversarialDistiller):
     Args:
         teacher: Trained `keras.Model` giving logits.
         student: `keras.Model` giving logits for the same classes.
-        logit_weight: Weight of the logit L2 term.
-        **kwargs: `AdversarialDistiller` arguments (`adversarial_weight`,
-            `discriminator_steps`, ...), `label_weight` and `name`.
+        **kwargs: `AdversarialDistiller` arguments (`logit_weight` of the
+            L2 term, `adversarial_weight`, `discriminator_steps`, ...),
+            `label_weight` and `name`.
 
     Example:
 
@@ -38,22 +36,8 @@ class ANCDistiller(AdversarialDistiller):
     >>> distiller.fit(train_ds, epochs=10)
     """
 
-    LOSS_TERMS = ("label_loss", "logit_loss", "adversarial_loss", "discriminator_loss")
     CLASS_HEAD = False
 
-    def __init__(self, teacher, student, logit_weight=1.0, **kwargs):
+    def __init__(self, teacher, student, **kwargs):
         kwargs.setdefault("name", "anc_distiller")
         super().__init__(teacher, student, **kwargs)
-        check_weights(logit_weight=logit_weight)
-        self.logit_weight = float(logit_weight)
-
-    def loss_terms(self, labels, teacher, student):
-        terms = super().loss_terms(labels, teacher, student)
-        terms["logit_loss"] = losses.logit_matching_loss(teacher["logits"], student["logits"])
-        return terms
-
-    def term_weights(self):
-        return {**super().term_weights(), "logit_loss": self.logit_weight}
-
-    def get_config(self):
-        return {**super().get_config(), "logit_weight": self.logit_weight}

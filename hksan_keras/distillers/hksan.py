@@ -160,6 +160,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             student_stages=student_stages,
             num_stages=num_stages,
             label_weight=label_weight,
+            logit_weight=logit_weight,
             adversarial_weight=adversarial_weight,
             discriminator_steps=discriminator_steps,
             discriminator_units=discriminator_units,
@@ -170,14 +171,12 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             **kwargs,
         )
         check_weights(
-            logit_weight=logit_weight,
             squeeze_weight=squeeze_weight,
             task_weight=task_weight,
         )
         self.hierarchy = hierarchy
         self.normalize_guide = bool(normalize_guide)
         self.descriptor_units = int(descriptor_units)
-        self.logit_weight = float(logit_weight)
         self.squeeze_weight = float(squeeze_weight)
         if squeeze_distance not in losses.SQUEEZE_DISTANCES:
             raise ValueError(
@@ -232,9 +231,6 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         teacher_squeezed = self.teacher_squeeze(teacher["features"])
         terms.update(
             {
-                "logit_loss": losses.logit_matching_loss(
-                    teacher["logits"], student["logits"]
-                ),
                 "squeeze_loss": losses.squeezed_knowledge_loss(
                     [ops.stop_gradient(k) for k in teacher_squeezed["squeezed"]],
                     student_squeezed["squeezed"],
@@ -254,7 +250,6 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         weights = super().term_weights()
         weights.update(
             {
-                "logit_loss": self.logit_weight,
                 "squeeze_loss": self.squeeze_weight,
                 "task_loss": self.task_weight,
                 "teacher_task_loss": self.task_weight
@@ -333,7 +328,6 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
                 "hierarchy": self.hierarchy,
                 "normalize_guide": self.normalize_guide,
                 "descriptor_units": self.descriptor_units,
-                "logit_weight": self.logit_weight,
                 "squeeze_weight": self.squeeze_weight,
                 "squeeze_distance": self.squeeze_distance,
                 "task_weight": self.task_weight,

@@ -5,7 +5,6 @@ import keras
 
 from hksan_keras import losses
 from hksan_keras.distillers.adversarial import AdversarialDistiller
-from hksan_keras.distillers.base import check_weights
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -25,9 +24,9 @@ class ConditionalAdversarialDistiller(AdversarialDistiller):
     Args:
         teacher: Trained `keras.Model` giving logits.
         student: `keras.Model` giving logits for the same classes.
-        logit_weight: Weight of the logit L1 term.
         fake_as_real_weight: As in `AdversarialDistiller`; 0 by default here.
-        **kwargs: `AdversarialDistiller` arguments, `label_weight` and `name`.
+        **kwargs: `AdversarialDistiller` arguments (`logit_weight` of the L1
+            term, `adversarial_weight`, ...), `label_weight` and `name`.
 
     Example:
 
@@ -36,23 +35,10 @@ class ConditionalAdversarialDistiller(AdversarialDistiller):
     >>> distiller.fit(train_ds, epochs=10)
     """
 
-    LOSS_TERMS = ("label_loss", "logit_loss", "adversarial_loss", "discriminator_loss")
     CLASS_HEAD = False
     CONDITIONAL = True
+    LOGIT_DISTANCE = staticmethod(losses.logit_l1_loss)
 
-    def __init__(self, teacher, student, logit_weight=1.0, fake_as_real_weight=0.0, **kwargs):
+    def __init__(self, teacher, student, fake_as_real_weight=0.0, **kwargs):
         kwargs.setdefault("name", "conditional_adversarial_distiller")
         super().__init__(teacher, student, fake_as_real_weight=fake_as_real_weight, **kwargs)
-        check_weights(logit_weight=logit_weight)
-        self.logit_weight = float(logit_weight)
-
-    def loss_terms(self, labels, teacher, student):
-        terms = super().loss_terms(labels, teacher, student)
-        terms["logit_loss"] = losses.logit_l1_loss(teacher["logits"], student["logits"])
-        return terms
-
-    def term_weights(self):
-        return {**super().term_weights(), "logit_loss": self.logit_weight}
-
-    def get_config(self):
-        return {**super().get_config(), "logit_weight": self.logit_weight}
