@@ -28,26 +28,23 @@ import statistics
 import sys
 import time
 
+CPU_SMALL_CONFIG = "configs/cifar10_resnet20_resnet8_narrow_cpu_small.json"
+# Every method with its defaults, in table order.
+EVERY_METHOD = {
+    name: (name, [])
+    for name in ("student", "kd", "dkd", "fitnets", "at", "nst", "anc", "xu", "hksan")
+}
+
 PROTOCOLS = {
     "cpu-small": {
         "root": "cpu-small",
-        "configs": ["configs/cifar10_resnet20_resnet8_narrow_cpu_small.json"],
-        "variants": {
-            "student": ("student", []),
-            "kd": ("kd", []),
-            "dkd": ("dkd", []),
-            "fitnets": ("fitnets", []),
-            "at": ("at", []),
-            "nst": ("nst", []),
-            "anc": ("anc", []),
-            "xu": ("xu", []),
-            "hksan": ("hksan", []),
-        },
+        "configs": [CPU_SMALL_CONFIG],
+        "variants": EVERY_METHOD,
         "seeds": [0, 1, 2],
     },
     "cpu-small-ablations": {
         "root": "cpu-small",
-        "configs": ["configs/cifar10_resnet20_resnet8_narrow_cpu_small.json"],
+        "configs": [CPU_SMALL_CONFIG],
         "variants": {
             "hksan": ("hksan", []),
             "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat"]),
@@ -62,7 +59,7 @@ PROTOCOLS = {
     # 10,000-image training subset never contains.
     "cpu-small-validation": {
         "root": "cpu-small-validation",
-        "configs": ["configs/cifar10_resnet20_resnet8_narrow_cpu_small.json"],
+        "configs": [CPU_SMALL_CONFIG],
         "overrides": ["data.test_split=train[40000:]"],
         "variants": {
             "kd": ("kd", []),
@@ -105,10 +102,7 @@ PROTOCOLS = {
             "configs/cifar100_resnet164_resnet20.json",
             "configs/cifar10_resnet164_resnet20.json",
         ],
-        "variants": {
-            name: (name, [])
-            for name in ("student", "kd", "dkd", "fitnets", "at", "nst", "anc", "xu", "hksan")
-        },
+        "variants": EVERY_METHOD,
         "seeds": [0, 1, 2],
     },
 }
