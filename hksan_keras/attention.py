@@ -7,6 +7,7 @@ import keras
 from keras import ops
 
 HIERARCHIES = ("hierarchical", "flat")
+SQUEEZE_TARGETS = ("guided", "pooled")
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -20,10 +21,16 @@ class TaskDrivenAttention(keras.layers.Layer):
         M = softmax over the H*W positions of Conv1x1(1)(L_hat)
         k = sum over positions of M * L_hat
 
-    `k` is the stage's squeezed knowledge and `M` its attention map.
+    `k` is the stage's squeezed knowledge and `M` its attention map. Since M
+    sums to one, `k = sum(M * L) + g`: with `include_guide=False` the layer
+    returns the attention-pooled features `sum(M * L)` alone (the guide then
+    only steers where M looks), so that a match of `k` cannot be made by the
+    guide projection without the features.
 
     Args:
         units: F, the channel count of the feature map (and of `k`).
+        include_guide: Whether `k` pools the guided map `L_hat` (KSANC) or
+            the feature map `L`.
         **kwargs: Standard `keras.layers.Layer` arguments.
 
     Returns (from `call`):
@@ -40,9 +47,10 @@ class TaskDrivenAttention(keras.layers.Layer):
     ((2, 64), (2, 8, 8))
     """
 
-    def __init__(self, units, **kwargs):
+    def __init__(self, units, include_guide=True, **kwargs):
         super().__init__(**kwargs)
         self.units = int(units)
+        self.include_guide = bool(include_guide)
         self.guide_projection = keras.layers.Dense(
             self.units, name="guide_projection"
         )
@@ -73,7 +81,8 @@ class TaskDrivenAttention(keras.layers.Layer):
         # not supported by every backend on symbolic shapes.
         flat = ops.reshape(scores, (-1, height * width))
         attention = ops.reshape(ops.softmax(flat, axis=-1), (-1, height, width))
-        squeezed = ops.sum(attention[..., None] * guided, axis=(1, 2))
+        pooled = guided if self.include_guide else feature_map
+        squeezed = ops.sum(attention[..., None] * pooled, axis=(1, 2))
         return squeezed, attention
 
     def compute_output_shape(self, input_shape):
@@ -82,7 +91,7 @@ class TaskDrivenAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"units": self.units})
+        config.update({"units": self.units, "include_guide": self.include_guide})
         return config
 
 
@@ -112,6 +121,15 @@ class HierarchicalSqueeze(keras.layers.Layer):
         hierarchy: "hierarchical" (top-down guides) or "flat".
         channel_transform: Whether to map each stage to `stage_widths[i]`
             with a 1x1 convolution first.
+        squeeze_target: "guided": `k^i` pools the guided map (KSANC);
+            "pooled": `k^i` pools the feature map, the guide only steering the
+            attention (see `TaskDrivenAttention`).
+        normalize_features: Divide every stage feature map by its root mean
+            square (per example, over positions and channels) before
+            anything else, so that descriptor, estimators and task heads see
+            inputs of the same scale whatever the network (an untrained deep
+            ResNet's stages reach several hundred, and its estimators
+            diverged at SGD 0.05 without this).
         normalize_guide: With "hierarchical", the deeper vector `k^(i+1)`
             joins the guide divided by its root mean square and as a
             constant (no gradient). Raw, it is as large as the features (~20
@@ -142,6 +160,8 @@ class HierarchicalSqueeze(keras.layers.Layer):
         hierarchy="hierarchical",
         channel_transform=False,
         normalize_guide=False,
+        squeeze_target="guided",
+        normalize_features=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -149,6 +169,12 @@ class HierarchicalSqueeze(keras.layers.Layer):
             raise ValueError(
                 f"hierarchy must be one of {HIERARCHIES}, got {hierarchy!r}."
             )
+        if squeeze_target not in SQUEEZE_TARGETS:
+            raise ValueError(
+                f"squeeze_target must be one of {SQUEEZE_TARGETS}, got {squeeze_target!r}."
+            )
+        self.squeeze_target = squeeze_target
+        self.normalize_features = bool(normalize_features)
         self.stage_widths = [int(w) for w in stage_widths]
         self.num_classes = int(num_classes)
         self.descriptor_units = int(descriptor_units)
@@ -168,7 +194,9 @@ class HierarchicalSqueeze(keras.layers.Layer):
             self.descriptor_units, 1, name="global_descriptor"
         )
         self.estimators = [
-            TaskDrivenAttention(w, name=f"attention_{i}")
+            TaskDrivenAttention(
+                w, include_guide=squeeze_target == "guided", name=f"attention_{i}"
+            )
             for i, w in zip(stages, self.stage_widths)
         ]
         self.task_heads = [
@@ -200,6 +228,14 @@ class HierarchicalSqueeze(keras.layers.Layer):
 
     def call(self, stage_features):
         stage_features = list(stage_features)
+        if self.normalize_features:
+            stage_features = [
+                feature
+                * ops.rsqrt(
+                    ops.mean(ops.square(feature), axis=(1, 2, 3), keepdims=True) + 1e-6
+                )
+                for feature in stage_features
+            ]
         descriptor = ops.mean(self.descriptor(stage_features[-1]), axis=(1, 2))
         if self.channel_transform:
             stage_features = [
@@ -241,6 +277,8 @@ class HierarchicalSqueeze(keras.layers.Layer):
                 "hierarchy": self.hierarchy,
                 "channel_transform": self.channel_transform,
                 "normalize_guide": self.normalize_guide,
+                "squeeze_target": self.squeeze_target,
+                "normalize_features": self.normalize_features,
             }
         )
         return config

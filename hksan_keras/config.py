@@ -17,7 +17,12 @@ class ConfigError(ValueError):
 
 # The discriminator settings shared by the adversarial methods.
 _DISCRIMINATOR = {
+    "logit_distance": "standardized",
     "adversarial_weight": 0.1,
+    "adversarial_warmup_epochs": 0.0,
+    "gan_loss": "vanilla",
+    "discriminator_input": "logits",
+    "discriminator_temperature": 4.0,
     "discriminator_steps": 1,
     "discriminator_units": [256, 256],
     "discriminator_regularization": 1e-5,
@@ -44,9 +49,14 @@ DEFAULTS = {
     "teacher": {
         "model": "resnet56",
         "path": None,
+        # The teacher's own training images, when they differ from the
+        # students' (data.train_split / data.train_size).
+        "train_split": None,
+        "train_size": None,
         "epochs": 240,
         "learning_rate": 0.05,
         "momentum": 0.9,
+        "nesterov": False,
         "weight_decay": 5e-4,
         "lr_milestones": [150, 180, 210],
         "lr_decay": 0.1,
@@ -60,6 +70,7 @@ DEFAULTS = {
         "epochs": 240,
         "learning_rate": 0.05,
         "momentum": 0.9,
+        "nesterov": False,
         "lr_milestones": [150, 180, 210],
         "lr_decay": 0.1,
         "d_learning_rate": 1e-4,
@@ -81,15 +92,24 @@ DEFAULTS = {
         "fitnets": {"hint_stage": None, "hint_weight": 100.0, "label_weight": 1.0},
         "at": {"at_weight": 1000.0, "p": 2.0, "label_weight": 1.0},
         "nst": {"nst_weight": 50.0, "label_weight": 1.0},
-        "anc": {"logit_weight": 1.0, "label_weight": 1.0, **_DISCRIMINATOR},
+        "anc": {
+            "logit_weight": 1.0,
+            "label_weight": 1.0,
+            **_DISCRIMINATOR,
+            "class_head": False,
+        },
         "xu": {
             "logit_weight": 1.0,
             "label_weight": 1.0,
             **_DISCRIMINATOR,
+            "logit_distance": "l1",
+            "class_head": False,
             "fake_as_real_weight": 0.0,
         },
         "hksan": {
             "hierarchy": "hierarchical",
+            "normalize_features": True,
+            "squeeze_target": "guided",
             "normalize_guide": False,
             "descriptor_units": 128,
             "logit_weight": 1.0,
@@ -98,6 +118,7 @@ DEFAULTS = {
             "label_weight": 1.0,
             "task_weight": 1.0,
             **_DISCRIMINATOR,
+            "class_head": True,
             "pretrain_teacher_attention_epochs": 0,
         },
     },
@@ -111,6 +132,8 @@ _NULLABLE = {
     "data.train_size": int,
     "data.test_size": int,
     "teacher.path": str,
+    "teacher.train_split": str,
+    "teacher.train_size": int,
     "distill.num_stages": int,
     "distill.teacher_stages": list,
     "distill.student_stages": list,

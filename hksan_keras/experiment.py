@@ -16,8 +16,8 @@ import time
 import keras
 
 from hksan_keras import data, models
-from hksan_keras.attention import HIERARCHIES
-from hksan_keras.losses import SQUEEZE_DISTANCES
+from hksan_keras.attention import HIERARCHIES, SQUEEZE_TARGETS
+from hksan_keras.losses import GAN_LOSSES, LOGIT_DISTANCES, SQUEEZE_DISTANCES
 from hksan_keras.callbacks import (
     BestStudentCheckpoint,
     EpochSummary,
@@ -32,6 +32,23 @@ from hksan_keras.distillers import (
     Distiller,
     StageDistiller,
 )
+
+
+# Config options that take one of a few names, checked before training.
+_CHOICES = {
+    "hksan.hierarchy": HIERARCHIES,
+    "hksan.squeeze_distance": SQUEEZE_DISTANCES,
+    "hksan.squeeze_target": SQUEEZE_TARGETS,
+    **{
+        f"{method}.{option}": choices
+        for method in ("anc", "xu", "hksan")
+        for option, choices in (
+            ("logit_distance", LOGIT_DISTANCES),
+            ("gan_loss", GAN_LOSSES),
+            ("discriminator_input", AdversarialDistiller.DISCRIMINATOR_INPUTS),
+        )
+    },
+}
 
 
 def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
@@ -66,16 +83,13 @@ def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
             f"distill.method is {config['distill']['method']!r}; choose one of "
             f"{sorted(METHODS)}."
         )
-    if config["distill"]["hksan"]["hierarchy"] not in HIERARCHIES:
-        raise ConfigError(
-            f"distill.hksan.hierarchy must be one of {HIERARCHIES}, got "
-            f"{config['distill']['hksan']['hierarchy']!r}."
-        )
-    if config["distill"]["hksan"]["squeeze_distance"] not in SQUEEZE_DISTANCES:
-        raise ConfigError(
-            f"distill.hksan.squeeze_distance must be one of {SQUEEZE_DISTANCES}, got "
-            f"{config['distill']['hksan']['squeeze_distance']!r}."
-        )
+    for key, choices in _CHOICES.items():
+        method, option = key.split(".")
+        value = config["distill"][method][option]
+        if value not in choices:
+            raise ConfigError(
+                f"distill.{key} must be one of {choices}, got {value!r}."
+            )
     for section in ("teacher", "distill"):
         if config[section]["epochs"] < 1:
             raise ConfigError(f"{section}.epochs must be >= 1.")
@@ -111,15 +125,24 @@ def _input_shape(config):
     return (size, size, 3)
 
 
-def load_data(config):
+def load_data(config, role="student"):
     """The training and test pipelines of a config and the dataset's facts.
+
+    Args:
+        config: A resolved config.
+        role: "teacher" trains on `teacher.train_split`/`teacher.train_size`
+            where the config sets them; anything else on `data`'s.
 
     Returns:
         `(train, test, num_classes, steps_per_epoch)`.
     """
     import tensorflow_datasets as tfds
 
-    spec = config["data"]
+    spec = dict(config["data"])
+    if role == "teacher":
+        for key in ("train_split", "train_size"):
+            if config["teacher"][key] is not None:
+                spec[key] = config["teacher"][key]
     common = dict(
         data_dir=spec["data_dir"], manual_dir=spec["manual_dir"],
         image_size=spec["image_size"],
@@ -148,7 +171,9 @@ def _sgd(section, steps_per_epoch):
         if boundaries
         else section["learning_rate"]
     )
-    return keras.optimizers.SGD(schedule, momentum=section["momentum"], nesterov=True)
+    return keras.optimizers.SGD(
+        schedule, momentum=section["momentum"], nesterov=section["nesterov"]
+    )
 
 
 class _Step:
@@ -226,7 +251,7 @@ def train_classifier(config, role, verbose=1):
     if role not in ("teacher", "student"):
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}.")
     step = _Step(config, role)
-    train, test, num_classes, steps_per_epoch = load_data(config)
+    train, test, num_classes, steps_per_epoch = load_data(config, role)
     teacher, student = build_models(config, num_classes)
     model = teacher if role == "teacher" else student
     recipe = config["teacher"] if role == "teacher" else config["distill"]
@@ -281,8 +306,9 @@ def build_distiller(config, teacher, student, steps_per_epoch):
     cls = METHODS[method]
     options = dict(config["distill"][method])
     pretrain_epochs = options.pop("pretrain_teacher_attention_epochs", 0)
-    if "warmup_epochs" in options:
-        options["warmup_steps"] = options.pop("warmup_epochs") * steps_per_epoch
+    for key in ("warmup_epochs", "adversarial_warmup_epochs"):
+        if key in options:
+            options[key.replace("epochs", "steps")] = round(options.pop(key) * steps_per_epoch)
     if issubclass(cls, StageDistiller):
         for key in ("num_stages", "teacher_stages", "student_stages"):
             options[key] = config["distill"][key]
@@ -345,10 +371,12 @@ def distill(config, verbose=1):
     })
 
 
+# One selection rule for every model: the last epoch. (The best epoch is
+# chosen on the test set, so it flatters whichever model it is applied to.)
 DEFAULT_EVALUATIONS = {
     "teacher": ("teacher", "last.keras"),
     "student": ("student", "last.keras"),
-    "distilled_student": ("distill", "best_student.keras"),
+    "distilled_student": ("distill", "last_student.keras"),
 }
 
 
@@ -358,7 +386,8 @@ def evaluate(config, model_path=None):
     Args:
         config: A resolved config.
         model_path: A `.keras` classifier or distiller; by default the run's
-            teacher, student trained alone and best distilled student.
+            teacher, student trained alone and distilled students, each as
+            it was at the last epoch (the same rule for all).
 
     Returns:
         `{name: {"loss": ..., "accuracy": ...}}`, also written to
@@ -373,7 +402,7 @@ def evaluate(config, model_path=None):
         for method in METHODS:
             if method != "hksan":
                 candidates[f"distilled_student_{method}"] = (
-                    distill_step_name(method), "best_student.keras"
+                    distill_step_name(method), "last_student.keras"
                 )
         paths = {
             name: os.path.join(config["run_dir"], *parts)
@@ -430,11 +459,12 @@ def run_experiment(config, verbose=1):
 
 
 def export(config, model_path=None, format="tf_saved_model"):
-    """Exports the run's best distilled student (or `model_path`).
+    """Exports the run's distilled student (or `model_path`).
 
     Args:
         config: A resolved config.
-        model_path: A `.keras` classifier; defaults to the best distilled student.
+        model_path: A `.keras` classifier; defaults to the distilled student
+            of the last epoch.
         format: "tf_saved_model" (to <run_dir>/export/saved_model) or
             "tflite" (to <run_dir>/export/student.tflite).
 
@@ -444,7 +474,7 @@ def export(config, model_path=None, format="tf_saved_model"):
     from hksan_keras import export as exporters
 
     step = distill_step_name(config["distill"]["method"])
-    path = model_path or os.path.join(config["run_dir"], step, "best_student.keras")
+    path = model_path or os.path.join(config["run_dir"], step, "last_student.keras")
     if not os.path.exists(path):
         raise FileNotFoundError(f"No model at {path}; run distill first, or pass --model.")
     model = keras.saving.load_model(path)

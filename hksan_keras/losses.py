@@ -45,17 +45,59 @@ def label_loss(labels, logits):
     )
 
 
-def logit_matching_loss(teacher_logits, student_logits):
-    """Squared L2 distance between logits, averaged over classes and batch.
+def standardize(x, axis=-1):
+    """(x - mean) / std along `axis`: the scale- and shift-free shape of x.
+
+    Logit standardisation (Sun et al., "Logit Standardization in Knowledge
+    Distillation", CVPR 2024): a teacher whose logits reach 200 and one
+    whose logits reach 5 give the same standardised logits when they rank
+    and space the classes alike.
+
+    Args:
+        x: A tensor.
+        axis: The axis to standardise over (the classes).
+
+    Returns:
+        A tensor of x's shape with zero mean and unit variance along `axis`
+        (zero where x is constant along it).
+    """
+    centered = x - ops.mean(x, axis=axis, keepdims=True)
+    variance = ops.mean(ops.square(centered), axis=axis, keepdims=True)
+    return centered * ops.rsqrt(variance + 1e-6)
+
+
+LOGIT_DISTANCES = ("squared", "standardized", "l1")
+
+
+def logit_matching_loss(teacher_logits, student_logits, distance="squared"):
+    """Distance between teacher and student logits, averaged over classes and batch.
 
     Args:
         teacher_logits: Shape (batch, num_classes).
         student_logits: Shape (batch, num_classes).
+        distance: "squared": `mean((l_S - l_T)^2)` (KSANC's L2; grows with
+            the square of the teacher's logit scale); "standardized": the
+            same between `standardize(l_S)` and `standardize(l_T)` (in
+            [0, 4], independent of either network's logit scale); "l1":
+            `mean(|l_S - l_T|)` (Xu et al.).
 
     Returns:
-        Scalar `mean((student_logits - teacher_logits) ** 2)`.
+        Scalar loss.
+
+    Example:
+
+    >>> logit_matching_loss(ops.array([[2.0, 0.0]]), ops.array([[20.0, 0.0]]),
+    ...                     "standardized")  # 0.0: the same shape
     """
-    return ops.mean(ops.square(student_logits - teacher_logits))
+    if distance == "squared":
+        return ops.mean(ops.square(student_logits - teacher_logits))
+    if distance == "standardized":
+        return ops.mean(
+            ops.square(standardize(student_logits) - standardize(teacher_logits))
+        )
+    if distance == "l1":
+        return logit_l1_loss(teacher_logits, student_logits)
+    raise ValueError(f"distance must be one of {LOGIT_DISTANCES}, got {distance!r}.")
 
 
 SQUEEZE_DISTANCES = ("squared", "relative", "normalized")
@@ -123,38 +165,52 @@ def task_loss(labels, stage_logits):
     )
 
 
-def source_loss(source_logits, is_real):
-    """Non-saturating GAN loss of the discriminator's source unit.
+GAN_LOSSES = ("vanilla", "least_squares")
+
+
+def source_loss(source_logits, is_real, gan_loss="vanilla"):
+    """GAN loss of the discriminator's source unit against one target.
 
     Args:
-        source_logits: Shape (batch,), the logit of "comes from the teacher".
+        source_logits: Shape (batch,), the discriminator's "comes from the
+            teacher" output.
         is_real: Python bool, the target: True for "teacher" (real).
+        gan_loss: "vanilla": binary cross-entropy on the logit (the
+            non-saturating GAN loss when the student takes `is_real=True`);
+            "least_squares": `mean((D - target)^2)` with targets 1 and 0
+            (LSGAN, Mao et al. 2017), whose gradient does not vanish when D
+            is confident.
 
     Returns:
-        Scalar mean binary cross-entropy.
+        Scalar loss.
     """
     target = ops.ones_like(source_logits) if is_real else ops.zeros_like(
         source_logits
     )
+    if gan_loss == "least_squares":
+        return ops.mean(ops.square(source_logits - target))
+    if gan_loss != "vanilla":
+        raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}.")
     return ops.mean(
         ops.binary_crossentropy(target, source_logits, from_logits=True)
     )
 
 
-def adversarial_student_loss(labels, source_logits, class_logits=None):
+def adversarial_student_loss(labels, source_logits, class_logits=None, gan_loss="vanilla"):
     """The student's adversarial term: look real, and be classified right.
 
     Args:
         labels: Integer class labels, shape (batch,).
-        source_logits: Discriminator source logits on the student's logits.
+        source_logits: Discriminator source outputs on the student's logits.
         class_logits: Discriminator class logits on the student's logits, or
             None for a discriminator without a class head.
+        gan_loss: "vanilla" or "least_squares" (see `source_loss`).
 
     Returns:
-        Scalar `BCE(D_src(l_S), real) + CE(y, D_cls(l_S))` (the second term
+        Scalar `GAN(D_src(l_S), real) + CE(y, D_cls(l_S))` (the second term
         only with class logits).
     """
-    loss = source_loss(source_logits, True)
+    loss = source_loss(source_logits, True, gan_loss)
     if class_logits is not None:
         loss = loss + label_loss(labels, class_logits)
     return loss
@@ -168,6 +224,7 @@ def discriminator_loss(
     student_classes,
     perturbed_student_source=None,
     fake_as_real_weight=0.0,
+    gan_loss="vanilla",
 ):
     """The discriminator's objective (without its kernel regulariser).
 
@@ -181,18 +238,21 @@ def discriminator_loss(
             real (KSANC's regulariser); ignored when `fake_as_real_weight`
             is 0.
         fake_as_real_weight: nu, the weight of that regulariser.
+        gan_loss: "vanilla" or "least_squares" (see `source_loss`).
 
     Returns:
-        Scalar `BCE(real) + BCE(fake) + CE_T + CE_S + nu * BCE(perturbed, real)`.
+        Scalar `GAN(real) + GAN(fake) + CE_T + CE_S + nu * GAN(perturbed, real)`.
     """
-    loss = source_loss(teacher_source, True) + source_loss(student_source, False)
+    loss = source_loss(teacher_source, True, gan_loss) + source_loss(
+        student_source, False, gan_loss
+    )
     if teacher_classes is not None:
         loss = loss + label_loss(labels, teacher_classes)
     if student_classes is not None:
         loss = loss + label_loss(labels, student_classes)
     if fake_as_real_weight and perturbed_student_source is not None:
         loss = loss + fake_as_real_weight * source_loss(
-            perturbed_student_source, True
+            perturbed_student_source, True, gan_loss
         )
     return loss
 

@@ -17,8 +17,8 @@ EXPERIMENTS = [p for p in CONFIGS if p.name != "cifar_base.json"]
 
 def test_there_is_a_config_and_a_quick_variant_for_every_experiment():
     names = {p.stem for p in EXPERIMENTS}
-    benchmarks = {name for name in names if name.endswith("_cpu_small")}
-    assert len(names - benchmarks) == 28 and len(benchmarks) == 1
+    benchmarks = {name for name in names if name.endswith(("_cpu_small", "_cpu_medium"))}
+    assert len(names - benchmarks) == 28 and len(benchmarks) == 2
     for name in names - benchmarks:
         assert name.endswith("_quick") or f"{name}_quick" in names
 
@@ -67,3 +67,31 @@ def test_an_unknown_method_is_refused_before_training():
     with pytest.raises(ConfigError, match="choose one of"):
         experiment.resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"),
                                   ["distill.method=crd"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("distill.hksan.logit_distance=cosine", "distill.hksan.logit_distance must be one of"),
+    ("distill.anc.gan_loss=wgan", "distill.anc.gan_loss must be one of"),
+    ("distill.hksan.squeeze_target=both", "distill.hksan.squeeze_target must be one of"),
+    ("distill.xu.discriminator_input=features", "distill.xu.discriminator_input must be one of"),
+])
+def test_option_names_are_checked_before_training(override, message):
+    with pytest.raises(ConfigError, match=message):
+        experiment.resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"), [override])
+
+
+def test_the_teacher_may_train_on_its_own_split():
+    config = experiment.resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_cpu_medium.json"))
+    assert config["teacher"]["train_split"] == "train[:40000]"
+    assert config["data"]["train_split"] == "train" and config["data"]["train_size"] == 10000
+
+
+def test_adversarial_warmup_is_given_in_epochs():
+    config = experiment.resolve_config(
+        str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"),
+        ["distill.hksan.adversarial_warmup_epochs=1.5"])
+    keras.backend.clear_session()
+    teacher, student = experiment.build_models(config, 10)
+    distiller, _ = experiment.build_distiller(config, teacher, student, steps_per_epoch=10)
+    assert distiller.adversarial_warmup_steps == 15
+

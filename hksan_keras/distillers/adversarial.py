@@ -24,20 +24,37 @@ class AdversarialDistiller(Distiller):
 
     and the student side then gets the "adversarial_loss" term
 
-        BCE(D_src(l_S), real) [+ CE(y, D_cls(l_S))]       if CLASS_HEAD
+        BCE(D_src(l_S), real) [+ CE(y, D_cls(l_S))]       with a class head
 
-    and the "logit_loss" term `LOGIT_DISTANCE(l_T, l_S)` (mean squared
-    difference unless a subclass says otherwise), weighted by `logit_weight`.
+    and the "logit_loss" term `logit_matching_loss(l_T, l_S, logit_distance)`,
+    weighted by `logit_weight`. (BCE is the vanilla GAN loss; with
+    `gan_loss="least_squares"` every BCE above is a squared error.)
 
-    With `CONDITIONAL`, D reads the logits concatenated with the one-hot
-    labels (a conditional GAN). Teacher, student and perturbed student logits
-    go through D as one batch, so its batch statistics are the same in both
-    updates; its batch normalisation is synchronised across replicas.
+    D reads `discriminator_input` of the logits: the raw logits, their
+    standardised form (per example: zero mean, unit variance over the
+    classes) or the temperature-softened probabilities. With `CONDITIONAL`,
+    D reads them concatenated with the one-hot labels (a conditional GAN).
+    Teacher, student and perturbed student go through D as one batch, so its
+    batch statistics are the same in both updates; its batch normalisation
+    is synchronised across replicas.
 
     Args:
         teacher, student: As for `Distiller`.
         logit_weight: Weight of the logit-matching term.
+        logit_distance: "squared" (raw L2), "standardized" (L2 between
+            standardised logits: independent of the teacher's logit scale)
+            or "l1"; `None` takes the class's `DEFAULT_LOGIT_DISTANCE`.
         adversarial_weight: Weight of the student's adversarial term.
+        adversarial_warmup_steps: The adversarial weight rises linearly from
+            0 to `adversarial_weight` over this many student updates (0: full
+            weight from the first step).
+        gan_loss: "vanilla" (binary cross-entropy, the method's reading) or
+            "least_squares" (LSGAN).
+        discriminator_input: "logits", "standardized" or "probabilities".
+        discriminator_temperature: Temperature of the probabilities D reads
+            with `discriminator_input="probabilities"`.
+        class_head: Whether D also classifies its input (HKSAN's class-
+            conditional head); `None` takes the class's `CLASS_HEAD`.
         discriminator_steps: k_D, discriminator updates per student update.
         discriminator_units: Hidden widths of the discriminator.
         discriminator_regularization: mu, the L1 and L2 factor on D's kernels.
@@ -50,14 +67,21 @@ class AdversarialDistiller(Distiller):
     LOSS_TERMS = ("label_loss", "logit_loss", "adversarial_loss", "discriminator_loss")
     CLASS_HEAD = True
     CONDITIONAL = False
-    LOGIT_DISTANCE = staticmethod(losses.logit_matching_loss)
+    DEFAULT_LOGIT_DISTANCE = "standardized"
+    DISCRIMINATOR_INPUTS = ("logits", "standardized", "probabilities")
 
     def __init__(
         self,
         teacher,
         student,
         logit_weight=1.0,
+        logit_distance=None,
         adversarial_weight=0.1,
+        adversarial_warmup_steps=0,
+        gan_loss="vanilla",
+        discriminator_input="logits",
+        discriminator_temperature=4.0,
+        class_head=None,
         discriminator_steps=1,
         discriminator_units=(256, 256),
         discriminator_regularization=1e-5,
@@ -81,8 +105,30 @@ class AdversarialDistiller(Distiller):
             raise ValueError(
                 f"perturbation_rate must be in [0, 1), got {perturbation_rate}."
             )
+        logit_distance = logit_distance or self.DEFAULT_LOGIT_DISTANCE
+        for name, value, choices in (
+            ("logit_distance", logit_distance, losses.LOGIT_DISTANCES),
+            ("gan_loss", gan_loss, losses.GAN_LOSSES),
+            ("discriminator_input", discriminator_input, self.DISCRIMINATOR_INPUTS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+        if int(adversarial_warmup_steps) < 0:
+            raise ValueError(
+                f"adversarial_warmup_steps must be >= 0, got {adversarial_warmup_steps}."
+            )
+        if not discriminator_temperature > 0:
+            raise ValueError(
+                f"discriminator_temperature must be > 0, got {discriminator_temperature}."
+            )
         self.logit_weight = float(logit_weight)
+        self.logit_distance = logit_distance
         self.adversarial_weight = float(adversarial_weight)
+        self.adversarial_warmup_steps = int(adversarial_warmup_steps)
+        self.gan_loss = gan_loss
+        self.discriminator_input = discriminator_input
+        self.discriminator_temperature = float(discriminator_temperature)
+        self.class_head = self.CLASS_HEAD if class_head is None else bool(class_head)
         self.discriminator_steps = int(discriminator_steps)
         self.discriminator_units = [int(u) for u in discriminator_units]
         self.discriminator_regularization = float(discriminator_regularization)
@@ -92,7 +138,7 @@ class AdversarialDistiller(Distiller):
         self.discriminator = LogitDiscriminator(
             self.num_classes,
             hidden_units=self.discriminator_units,
-            class_head=self.CLASS_HEAD,
+            class_head=self.class_head,
             kernel_regularizer=keras.regularizers.L1L2(
                 l1=self.discriminator_regularization,
                 l2=self.discriminator_regularization,
@@ -137,6 +183,14 @@ class AdversarialDistiller(Distiller):
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
 
+    def discriminator_view(self, logits):
+        """What D reads of a batch of logits (`discriminator_input`)."""
+        if self.discriminator_input == "standardized":
+            return losses.standardize(logits)
+        if self.discriminator_input == "probabilities":
+            return ops.softmax(logits / self.discriminator_temperature, axis=-1)
+        return logits
+
     def discriminate(self, labels, teacher_logits, student_logits):
         """D on teacher, student and perturbed student logits, in one batch.
 
@@ -149,7 +203,9 @@ class AdversarialDistiller(Distiller):
             self.perturbation_rate,
             seed=self.seed_generator,
         )
-        inputs = [teacher_logits, student_logits, perturbed]
+        inputs = [
+            self.discriminator_view(x) for x in (teacher_logits, student_logits, perturbed)
+        ]
         if self.CONDITIONAL:
             condition = ops.one_hot(labels, self.num_classes, dtype=student_logits.dtype)
             inputs = [ops.concatenate([x, condition], axis=-1) for x in inputs]
@@ -182,6 +238,7 @@ class AdversarialDistiller(Distiller):
                     classes[1] if classes else None,
                     perturbed_student_source=sources[2],
                     fake_as_real_weight=self.fake_as_real_weight,
+                    gan_loss=self.gan_loss,
                 )
                 if self.discriminator.losses:
                     loss = loss + ops.sum(self.discriminator.losses)
@@ -196,15 +253,24 @@ class AdversarialDistiller(Distiller):
             labels, teacher["logits"], student["logits"]
         )
         terms["adversarial_loss"] = losses.adversarial_student_loss(
-            labels, sources[1], classes[1] if classes else None
+            labels, sources[1], classes[1] if classes else None, self.gan_loss
         )
-        terms["logit_loss"] = self.LOGIT_DISTANCE(teacher["logits"], student["logits"])
+        terms["logit_loss"] = losses.logit_matching_loss(
+            teacher["logits"], student["logits"], self.logit_distance
+        )
         return terms
 
     def term_weights(self):
         weights = super().term_weights()
         weights["logit_loss"] = self.logit_weight
         weights["adversarial_loss"] = self.adversarial_weight
+        if self.adversarial_warmup_steps and self.adversarial_weight:
+            progress = ops.cast(self.optimizer.iterations, "float32") / float(
+                self.adversarial_warmup_steps
+            )
+            weights["adversarial_loss"] = self.adversarial_weight * ops.minimum(
+                progress, 1.0
+            )
         return weights
 
     def get_config(self):
@@ -212,7 +278,13 @@ class AdversarialDistiller(Distiller):
         config.update(
             {
                 "logit_weight": self.logit_weight,
+                "logit_distance": self.logit_distance,
                 "adversarial_weight": self.adversarial_weight,
+                "adversarial_warmup_steps": self.adversarial_warmup_steps,
+                "gan_loss": self.gan_loss,
+                "discriminator_input": self.discriminator_input,
+                "discriminator_temperature": self.discriminator_temperature,
+                "class_head": self.class_head,
                 "discriminator_steps": self.discriminator_steps,
                 "discriminator_units": self.discriminator_units,
                 "discriminator_regularization": self.discriminator_regularization,

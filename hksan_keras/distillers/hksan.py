@@ -46,7 +46,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
     once on the batch, makes `discriminator_steps` discriminator updates with
     `d_optimizer`, then one update of the student side with `optimizer`:
 
-        L_S = logit_weight * mean((l_S - l_T)^2)
+        L_S = logit_weight * mean((z(l_S) - z(l_T))^2)
             + squeeze_weight * sum_i mean((k_S^i - k_T^i)^2)
             + adversarial_weight * [BCE(D_src(l_S), real) + CE(y, D_cls(l_S))]
             + label_weight * CE(y, l_S)
@@ -57,6 +57,13 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             + CE(y, D_cls(l_T)) + CE(y, D_cls(l_S))
             + fake_as_real_weight * BCE(D_src(dropout(l_S)), real)
             + discriminator_regularization * (L1 + L2 of D's kernels)
+
+    z standardises each example's logits (`logit_distance="standardized"`;
+    "squared" gives KSANC's raw L2), and with `normalize_features` every
+    stage map is divided by its root mean square before it is squeezed: with
+    both, no term depends on the scale of the teacher's logits or features,
+    so an untrained or differently scaled teacher cannot make training
+    diverge.
 
     Task-driven teacher attention: by default (`train_teacher_attention=True`)
     the teacher's estimators and task heads are trained during distillation
@@ -81,6 +88,11 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         num_stages: With detection, keep only the deepest `num_stages`.
         hierarchy: "hierarchical" (guide of stage i is [g ; k^(i+1)]) or
             "flat" (guide is g: KSANC).
+        normalize_features: Squeeze RMS-normalised stage maps (see
+            `HierarchicalSqueeze`).
+        squeeze_target: "guided" (k pools the guided map, KSANC) or
+            "pooled" (k pools the feature map; the guide only steers the
+            attention).
         normalize_guide: Give the hierarchical guides the deeper squeezed
             vector normalised and without gradient (see
             `HierarchicalSqueeze`); needed for squeeze weights above ~0.1.
@@ -92,6 +104,9 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             (squared distance of the unit vectors); see
             `hksan_keras.losses.squeezed_knowledge_loss`.
         adversarial_weight: Weight of the student's adversarial term.
+        logit_distance, adversarial_warmup_steps, gan_loss,
+        discriminator_input, discriminator_temperature, class_head: As for
+            `AdversarialDistiller`.
         label_weight: Weight of the student's label cross-entropy.
         task_weight: Weight of the attention estimators' task loss.
         discriminator_steps: k_D, discriminator updates per student update.
@@ -135,6 +150,8 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         student_stages=None,
         num_stages=None,
         hierarchy="hierarchical",
+        normalize_features=True,
+        squeeze_target="guided",
         normalize_guide=False,
         descriptor_units=128,
         logit_weight=1.0,
@@ -176,6 +193,8 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         )
         self.hierarchy = hierarchy
         self.normalize_guide = bool(normalize_guide)
+        self.normalize_features = bool(normalize_features)
+        self.squeeze_target = squeeze_target
         self.descriptor_units = int(descriptor_units)
         self.squeeze_weight = float(squeeze_weight)
         if squeeze_distance not in losses.SQUEEZE_DISTANCES:
@@ -194,6 +213,8 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             descriptor_units=self.descriptor_units,
             hierarchy=hierarchy,
             normalize_guide=self.normalize_guide,
+            squeeze_target=squeeze_target,
+            normalize_features=self.normalize_features,
             name="teacher_squeeze",
         )
         self.student_squeeze = HierarchicalSqueeze(
@@ -202,6 +223,8 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             descriptor_units=self.descriptor_units,
             hierarchy=hierarchy,
             normalize_guide=self.normalize_guide,
+            squeeze_target=squeeze_target,
+            normalize_features=self.normalize_features,
             channel_transform=True,
             name="student_squeeze",
         )
@@ -327,6 +350,8 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             {
                 "hierarchy": self.hierarchy,
                 "normalize_guide": self.normalize_guide,
+                "normalize_features": self.normalize_features,
+                "squeeze_target": self.squeeze_target,
                 "descriptor_units": self.descriptor_units,
                 "squeeze_weight": self.squeeze_weight,
                 "squeeze_distance": self.squeeze_distance,

@@ -3,7 +3,6 @@ Knowledge Distillation with Conditional Adversarial Networks" (ICLR-W 2018)."""
 
 import keras
 
-from hksan_keras import losses
 from hksan_keras.distillers.adversarial import AdversarialDistiller
 
 
@@ -37,7 +36,7 @@ class ConditionalAdversarialDistiller(AdversarialDistiller):
 
     CLASS_HEAD = False
     CONDITIONAL = True
-    LOGIT_DISTANCE = staticmethod(losses.logit_l1_loss)
+    DEFAULT_LOGIT_DISTANCE = "l1"
 
     def __init__(self, teacher, student, fake_as_real_weight=0.0, **kwargs):
         kwargs.setdefault("name", "conditional_adversarial_distiller")

@@ -1,0 +1,148 @@
+"""HKSAN's terms do not depend on the teacher's scale; the adversarial options work."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import hksan_keras
+from hksan_keras import losses
+
+
+@pytest.fixture(scope="module")
+def untrained_deep_pair():
+    keras.utils.set_random_seed(0)
+    teacher = hksan_keras.models.cifar_resnet(32, num_classes=10, name="untrained_resnet32")
+    student = hksan_keras.models.cifar_resnet(20, num_classes=10, name="resnet20")
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(64, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, 10, size=(64,))
+    return teacher, student, images, labels
+
+
+@pytest.mark.parametrize("method", ["hksan", "anc"])
+@pytest.mark.parametrize("learning_rate", [0.05, 0.1])
+def test_untrained_deep_teacher_gives_finite_losses_with_default_settings(
+    untrained_deep_pair, method, learning_rate
+):
+    teacher, student, images, labels = untrained_deep_pair
+    # The situation of the bug report: inference-mode logits of an untrained
+    # deep ResNet are in the hundreds.
+    assert float(ops.max(ops.abs(teacher(images, training=False)))) > 50
+    fresh_student = keras.models.clone_model(student)
+    distiller = hksan_keras.distillers.get(method)(teacher, fresh_student)
+    distiller.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9))
+    history = distiller.fit(images, labels, batch_size=16, epochs=1, verbose=0)
+    for name, values in history.history.items():
+        assert np.isfinite(values).all(), (name, values)
+    assert all(np.isfinite(v.numpy()).all() for v in fresh_student.trainable_variables)
+
+
+def test_standardized_logit_distance_ignores_the_teachers_scale_and_shift():
+    rng = np.random.default_rng(1)
+    teacher = rng.normal(size=(8, 10)).astype("float32")
+    student = rng.normal(size=(8, 10)).astype("float32")
+    base = float(losses.logit_matching_loss(teacher, student, "standardized"))
+    scaled = float(losses.logit_matching_loss(100 * teacher + 7, student, "standardized"))
+    np.testing.assert_allclose(base, scaled, rtol=1e-4)
+    assert float(losses.logit_matching_loss(teacher, 3 * teacher - 1, "standardized")) < 1e-6
+    # The raw distance grows with the square of the scale.
+    raw = float(losses.logit_matching_loss(100 * teacher, student, "squared"))
+    assert raw > 1000 * float(losses.logit_matching_loss(teacher, student, "squared"))
+    with pytest.raises(ValueError, match="distance must be one of"):
+        losses.logit_matching_loss(teacher, student, "cosine")
+
+
+def test_normalized_features_make_squeezed_knowledge_scale_free():
+    rng = np.random.default_rng(2)
+    maps = [rng.normal(size=(2, 8, 8, 16)).astype("float32"),
+            rng.normal(size=(2, 4, 4, 32)).astype("float32")]
+    keras.utils.set_random_seed(3)
+    squeeze = hksan_keras.attention.HierarchicalSqueeze([16, 32], 10, normalize_features=True)
+    small = squeeze(maps)
+    large = squeeze([500.0 * m for m in maps])
+    for k_small, k_large in zip(small["squeezed"], large["squeezed"]):
+        np.testing.assert_allclose(k_small, k_large, rtol=1e-4, atol=1e-4)
+
+
+def test_pooled_squeeze_target_leaves_out_the_guide_shift():
+    rng = np.random.default_rng(4)
+    feature_map = rng.normal(size=(2, 4, 4, 8)).astype("float32")
+    guide = rng.normal(size=(2, 6)).astype("float32")
+    keras.utils.set_random_seed(5)
+    guided = hksan_keras.attention.TaskDrivenAttention(8)
+    guided([feature_map, guide])
+    pooled = hksan_keras.attention.TaskDrivenAttention(8, include_guide=False)
+    pooled([feature_map, guide])
+    pooled.set_weights(guided.get_weights())
+    k_guided, attention = guided([feature_map, guide])
+    k_pooled, same_attention = pooled([feature_map, guide])
+    np.testing.assert_allclose(attention, same_attention, rtol=1e-6)
+    shift = guided.guide_projection(guide)
+    # The attention sums to one, so k_guided = sum(M * L) + g exactly.
+    np.testing.assert_allclose(k_guided, k_pooled + shift, rtol=1e-4, atol=1e-5)
+
+
+def test_least_squares_gan_loss_by_hand():
+    source = np.array([0.5, -1.0, 2.0], dtype="float32")
+    np.testing.assert_allclose(
+        float(losses.source_loss(source, True, "least_squares")),
+        np.mean((source - 1.0) ** 2), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(losses.source_loss(source, False, "least_squares")), np.mean(source**2), rtol=1e-6)
+    with pytest.raises(ValueError, match="gan_loss must be one of"):
+        losses.source_loss(source, True, "wasserstein")
+
+
+@pytest.mark.parametrize("options", [
+    {"discriminator_input": "probabilities", "discriminator_temperature": 2.0},
+    {"discriminator_input": "standardized"},
+    {"gan_loss": "least_squares"},
+    {"class_head": False},
+    {"squeeze_target": "pooled", "logit_distance": "squared", "normalize_features": False},
+])
+def test_hksan_options_train_and_round_trip_through_config(teacher, student, batch, options):
+    distiller = hksan_keras.HKSANDistiller(teacher, student, **options)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    history = distiller.fit(*batch, batch_size=8, epochs=1, verbose=0)
+    assert all(np.isfinite(v).all() for v in history.history.values())
+    config = distiller.get_config()
+    for key, value in options.items():
+        assert config[key] == value
+    if "class_head" in options:
+        assert distiller.discriminator.output_layer.units == 1
+
+
+def test_discriminator_views_of_the_logits(teacher, student):
+    logits = ops.convert_to_tensor(np.array([[4.0, 0.0, -4.0]], dtype="float32"))
+    view = hksan_keras.HKSANDistiller(
+        teacher, student, discriminator_input="probabilities", discriminator_temperature=4.0
+    ).discriminator_view(logits)
+    np.testing.assert_allclose(view, ops.softmax(logits / 4.0), rtol=1e-6)
+    standardized = hksan_keras.HKSANDistiller(
+        teacher, student, discriminator_input="standardized").discriminator_view(100 * logits)
+    np.testing.assert_allclose(ops.mean(standardized), 0.0, atol=1e-5)
+    np.testing.assert_allclose(ops.std(standardized), 1.0, rtol=1e-3)
+
+
+def test_adversarial_warmup_ramps_the_weight(teacher, student, batch):
+    distiller = hksan_keras.HKSANDistiller(teacher, student, adversarial_weight=0.2,
+                                           adversarial_warmup_steps=8)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    assert float(distiller.term_weights()["adversarial_loss"]) == 0.0
+    distiller.fit(*batch, batch_size=8, epochs=1, verbose=0)  # 4 steps
+    np.testing.assert_allclose(float(distiller.term_weights()["adversarial_loss"]), 0.1, rtol=1e-6)
+    distiller.fit(*batch, batch_size=8, epochs=2, verbose=0)
+    np.testing.assert_allclose(float(distiller.term_weights()["adversarial_loss"]), 0.2, rtol=1e-6)
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("logit_distance", "cosine", "logit_distance must be one of"),
+    ("gan_loss", "wgan", "gan_loss must be one of"),
+    ("discriminator_input", "features", "discriminator_input must be one of"),
+    ("squeeze_target", "both", "squeeze_target must be one of"),
+    ("adversarial_warmup_steps", -1, "adversarial_warmup_steps must be >= 0"),
+])
+def test_bad_options_are_named(teacher, student, argument, value, message):
+    with pytest.raises(ValueError, match=message):
+        hksan_keras.HKSANDistiller(teacher, student, **{argument: value})
