@@ -124,17 +124,26 @@ def test_conditional_discriminator_reads_logits_and_labels(teacher, student, bat
     assert hksan_keras.HKSANDistiller(teacher, student).discriminator.output_layer.units == 11
 
 
-@pytest.mark.parametrize("method", ["kd", "fitnets", "xu"])
-def test_baselines_round_trip_through_keras_files(method, teacher, student, batch, tmp_path):
+@pytest.mark.parametrize("method", sorted(distillers.METHODS))
+def test_every_method_round_trips_through_keras_files_with_its_optimizer(
+        method, teacher, student, batch, tmp_path):
     distiller = distillers.get(method)(teacher, student)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
-    distiller.fit(*batch, epochs=1, verbose=0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
+    distiller.fit(*batch, batch_size=16, epochs=1, verbose=0)
     path = str(tmp_path / f"{method}.keras")
     distiller.save(path)
     restored = keras.saving.load_model(path)
     assert type(restored) is type(distiller)
     np.testing.assert_allclose(restored.predict(batch[0], verbose=0),
                                distiller.predict(batch[0], verbose=0), atol=1e-5)
+    # Compiled again, with the optimizer's state (step count, momentum).
+    assert int(restored.optimizer.iterations.numpy()) == 2
+    np.testing.assert_allclose(float(restored.optimizer.momentum), 0.9)
+    for original, loaded in zip(distiller.optimizer.variables, restored.optimizer.variables):
+        np.testing.assert_allclose(np.array(loaded), np.array(original), atol=1e-6)
+    restored.fit(*batch, batch_size=16, epochs=1, verbose=0)
+    assert int(restored.optimizer.iterations.numpy()) == 4
+    assert set(restored.evaluate(*batch, verbose=0, return_dict=True)) == {"loss", "accuracy"}
 
 
 def test_keras_distiller_takes_our_losses(batch):

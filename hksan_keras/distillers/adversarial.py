@@ -179,10 +179,6 @@ class AdversarialDistiller(Distiller):
             )
         return config
 
-    def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-
     def discriminator_view(self, logits):
         """What D reads of a batch of logits (`discriminator_input`)."""
         if self.discriminator_input == "standardized":

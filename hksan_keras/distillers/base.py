@@ -184,6 +184,21 @@ class Distiller(keras.Model):
             super().compile(optimizer=optimizer, **kwargs)
             self.optimizer.build(self.optimizer_variables())
 
+    def get_compile_config(self):
+        # Saved in `.keras` files so that a loaded distiller is compiled again
+        # (its optimizers and their state restored) and can go on training.
+        if not self.compiled:
+            return None
+        return {
+            "optimizer": keras.saving.serialize_keras_object(self.optimizer),
+            "jit_compile": self.jit_compile,
+            "steps_per_execution": self.steps_per_execution,
+        }
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+
     # --- What a method defines -------------------------------------------
 
     def teacher_outputs(self, images):
