@@ -1,4 +1,5 @@
-"""Keras callbacks for long runs: per-epoch metrics files, summaries, best student."""
+"""Keras callbacks for long runs: per-epoch metrics files, summaries, best
+student, and a guard that stops a diverging run with the reason."""
 
 import json
 import math
@@ -6,6 +7,7 @@ import os
 import time
 
 import keras
+import numpy as np
 
 
 def _plain(logs):
@@ -97,6 +99,91 @@ class BestStudentCheckpoint(keras.callbacks.Callback):
             self.model.student.save(self.path)
 
 
+class DivergenceError(RuntimeError):
+    """Training stopped because a loss became NaN or infinite."""
+
+
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss, saying which and why.
+
+    After every batch it reads the reported loss terms; at the first NaN or
+    infinity it raises `DivergenceError` naming the first non-finite term
+    (an infinite one before a NaN, then in the order of the distiller's
+    `LOSS_TERMS`), the step and epoch, and
+    the likely causes it can measure: the teacher's largest logit on a
+    training batch and the current learning rate. Raising (rather than
+    setting `stop_training`) ends `fit` before the epoch's end, so a
+    `BackupAndRestore` placed after this callback never saves the broken
+    weights: its last checkpoint is the last good one. `Distiller.fit` puts
+    one in front of the callbacks by itself.
+
+    Args:
+        sample_images: A batch of training images on which to measure the
+            teacher's logits when a run diverges (optional).
+
+    Example:
+
+    >>> distiller.fit(train, epochs=10, callbacks=[DivergenceGuard(), backup])
+    """
+
+    def __init__(self, sample_images=None):
+        super().__init__()
+        self.sample_images = sample_images
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        values = _plain(logs)
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        if not bad:
+            return
+        # An infinite term is the cause and a NaN its consequence when they
+        # show in the same step; otherwise the method's own order.
+        order = list(getattr(self.model, "LOSS_TERMS", ())) + ["loss"]
+        bad.sort(key=lambda name: (
+            not math.isinf(values[name]),
+            order.index(name) if name in order else len(order),
+        ))
+        step = int(self.model.optimizer.iterations.numpy())
+        raise DivergenceError(
+            f"Training diverged at step {step} (epoch {self._epoch + 1}, batch "
+            f"{batch + 1}): '{bad[0]}' became {values[bad[0]]} first"
+            + (f" (also non-finite: {', '.join(bad[1:])})" if len(bad) > 1 else "")
+            + ". " + " ".join(self._causes())
+            + " Training was stopped before this epoch's end: the last checkpoint "
+            "written (BackupAndRestore, at the previous save) holds the last good weights."
+        )
+
+    def _causes(self):
+        causes = []
+        teacher = getattr(self.model, "teacher", None)
+        if teacher is not None and self.sample_images is not None:
+            logits = np.asarray(teacher(self.sample_images, training=False))
+            largest = float(np.max(np.abs(logits)))
+            causes.append(
+                f"The teacher's logits reach |{largest:.1f}| on a training batch"
+                + (
+                    " (large: an untrained teacher, or raw distances such as "
+                    "logit_distance='squared' that grow with its scale; "
+                    "logit_distance='standardized' and normalize_features=True "
+                    "do not)."
+                    if largest > 50
+                    else "."
+                )
+            )
+        optimizer = self.model.optimizer
+        learning_rate = optimizer.learning_rate
+        if callable(learning_rate):
+            learning_rate = learning_rate(optimizer.iterations)
+        causes.append(
+            f"The student's learning rate is {float(np.asarray(learning_rate)):g}; "
+            "a smaller one, or smaller loss weights, may keep it finite."
+        )
+        return causes
+
+
 def read_metrics(path):
     """The records of a `MetricsLogger` file, or [] when it does not exist."""
     if not os.path.exists(path):
@@ -105,10 +192,21 @@ def read_metrics(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def read_backup_epoch(backup_dir):
-    """The number of finished epochs in a `BackupAndRestore` directory, or 0."""
+def read_backup_epoch(backup_dir, with_batch=False):
+    """The number of finished epochs in a `BackupAndRestore` directory, or 0.
+
+    Args:
+        backup_dir: The callback's directory.
+        with_batch: Also return the batch index of a mid-epoch backup (0 for
+            a backup at an epoch's end).
+
+    Returns:
+        The epoch count, or `(epochs, batch)` with `with_batch`.
+    """
     path = os.path.join(backup_dir, "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as f:
-        return int(json.load(f)["epoch"])
+    epoch, batch = 0, 0
+    if os.path.exists(path):
+        with open(path) as f:
+            metadata = json.load(f)
+        epoch, batch = int(metadata["epoch"]), int(metadata.get("batch") or 0)
+    return (epoch, batch) if with_batch else epoch

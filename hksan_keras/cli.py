@@ -36,6 +36,7 @@ def _main(command, argv):
     # TFDS and TensorFlow log every dataset read at INFO through absl.
     logging.set_verbosity(logging.WARNING)
     from hksan_keras import experiment
+    from hksan_keras.callbacks import DivergenceError
     from hksan_keras.config import ConfigError
 
     try:
@@ -59,6 +60,9 @@ def _main(command, argv):
     except (ConfigError, FileNotFoundError, FileExistsError) as error:
         print(f"hksan-keras {command}: error: {error}", file=sys.stderr)
         sys.exit(2)
+    except DivergenceError as error:
+        print(f"hksan-keras {command}: stopped: {error}", file=sys.stderr)
+        sys.exit(3)
 
 
 def run():

@@ -35,6 +35,8 @@ DEFAULTS = {
     "description": "",
     "run_dir": None,
     "seed": 0,
+    # BackupAndRestore every this many steps (null: at every epoch's end).
+    "backup_every_steps": None,
     "data": {
         "dataset": "cifar10",
         "data_dir": None,
@@ -127,6 +129,7 @@ DEFAULTS = {
 # Keys whose value may be null or a value of this type.
 _NULLABLE = {
     "run_dir": str,
+    "backup_every_steps": int,
     "data.data_dir": str,
     "data.manual_dir": str,
     "data.train_size": int,

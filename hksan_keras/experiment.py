@@ -16,6 +16,7 @@ import time
 import keras
 
 from hksan_keras import data, models
+from hksan_keras.checks import check_teacher_is_trained
 from hksan_keras.attention import HIERARCHIES, SQUEEZE_TARGETS
 from hksan_keras.losses import GAN_LOSSES, LOGIT_DISTANCES, SQUEEZE_DISTANCES
 from hksan_keras.callbacks import (
@@ -191,10 +192,17 @@ class _Step:
                 "--run_dir (or remove that directory) to run it again."
             )
         os.makedirs(self.directory, exist_ok=True)
-        self.resumed_epochs = read_backup_epoch(self.backup_dir)
-        if self.resumed_epochs:
+        self.backup_every_steps = config["backup_every_steps"]
+        self.resumed_epochs, resumed_batch = read_backup_epoch(self.backup_dir, with_batch=True)
+        if self.resumed_epochs or resumed_batch:
+            within = (
+                f", with the weights of step {resumed_batch + 1} of epoch "
+                f"{self.resumed_epochs + 1}, which restarts from its first batch"
+                if resumed_batch
+                else ""
+            )
             print(
-                f"{step}: resuming from epoch {self.resumed_epochs} "
+                f"{step}: resuming from epoch {self.resumed_epochs}{within} "
                 f"(checkpoint in {self.backup_dir})",
                 flush=True,
             )
@@ -211,7 +219,9 @@ class _Step:
 
     def callbacks(self, epochs):
         return [
-            keras.callbacks.BackupAndRestore(self.backup_dir),
+            keras.callbacks.BackupAndRestore(
+                self.backup_dir, save_freq=self.backup_every_steps or "epoch"
+            ),
             keras.callbacks.TensorBoard(os.path.join(self.directory, "logs")),
             MetricsLogger(self.metrics_jsonl),
             EpochSummary(epochs, self.step),
@@ -346,6 +356,7 @@ def distill(config, verbose=1):
     step = _Step(config, distill_step_name(method))
     train, test, num_classes, steps_per_epoch = load_data(config)
     teacher = keras.saving.load_model(teacher_path)
+    check_teacher_is_trained(teacher, test, num_classes)
     _, student = build_models(config, num_classes)
     keras.utils.set_random_seed(config["seed"])
     distiller, pretrain_epochs = build_distiller(config, teacher, student, steps_per_epoch)
@@ -378,6 +389,35 @@ DEFAULT_EVALUATIONS = {
     "student": ("student", "last.keras"),
     "distilled_student": ("distill", "last_student.keras"),
 }
+
+
+def check_model_fits(model, config, num_classes, path):
+    """Raises a ConfigError when a loaded model cannot take the config's data.
+
+    Args:
+        model: A loaded classifier or distiller.
+        config: A resolved config.
+        num_classes: The dataset's number of classes (None: not checked).
+        path: Where the model came from (for the message).
+    """
+    classifier = model.student if isinstance(model, Distiller) else model
+    if not getattr(classifier, "inputs", None):
+        return
+    expected = _input_shape(config)
+    got = tuple(classifier.inputs[0].shape[1:])
+    if any(g is not None and g != e for g, e in zip(got, expected)) or len(got) != len(expected):
+        raise ConfigError(
+            f"{path} holds a model for images of shape {got}, but the config "
+            f"'{config['name']}' feeds {expected} ({config['data']['dataset']}). Pass a "
+            "model trained for this dataset, or the config it was trained with."
+        )
+    classes = classifier.outputs[0].shape[-1]
+    if num_classes is not None and classes != num_classes:
+        raise ConfigError(
+            f"{path} holds a model with {classes} classes, but "
+            f"{config['data']['dataset']} has {num_classes}. Pass a model trained for "
+            "this dataset, or the config it was trained with."
+        )
 
 
 def evaluate(config, model_path=None):
@@ -414,10 +454,11 @@ def evaluate(config, model_path=None):
                 f"No trained models in {config['run_dir']}; run train-teacher and "
                 "distill first, or pass --model."
             )
-    _, test, _, _ = load_data(config)
+    _, test, num_classes, _ = load_data(config)
     results = {}
     for name, path in paths.items():
         model = keras.saving.load_model(path)
+        check_model_fits(model, config, num_classes, path)
         if not isinstance(model, Distiller):
             model.compile(
                 loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -480,6 +521,7 @@ def export(config, model_path=None, format="tf_saved_model"):
     model = keras.saving.load_model(path)
     if isinstance(model, Distiller):
         model = model.student
+    check_model_fits(model, config, None, path)
     directory = os.path.join(config["run_dir"], "export")
     os.makedirs(directory, exist_ok=True)
     if format == "tflite":

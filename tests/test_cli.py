@@ -103,6 +103,40 @@ def test_an_interrupted_step_resumes_where_it_stopped(cifar_data_dir, tmp_path):
     assert not (run / "teacher" / "checkpoints" / "training_metadata.json").exists()
 
 
+def _read_json(path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):  # not there yet, or being written
+        return None
+
+
+def test_a_run_killed_mid_epoch_resumes_from_its_last_step_backup(cifar_data_dir, tmp_path):
+    run = tmp_path / "run"
+    common = [f"--config={QUICK}", f"--run_dir={run}", "--verbose=0", f"--data_dir={cifar_data_dir}",
+              *TINY, "--set=teacher.epochs=2", "--set=data.train_size=1280", "--set=backup_every_steps=2"]
+    process = subprocess.Popen([sys.executable, "-m", "hksan_keras.cli", "train-teacher", *common],
+                               cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    backup = run / "teacher" / "checkpoints" / "training_metadata.json"
+    deadline = time.time() + 300
+    metadata = None
+    while process.poll() is None and time.time() < deadline:
+        metadata = _read_json(backup)
+        if metadata and metadata["batch"] > 0:  # a backup in the middle of an epoch
+            break
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    metadata = _read_json(backup)
+    assert metadata and metadata["batch"] > 0, metadata
+    assert not (run / "teacher" / "metrics.json").exists()
+
+    out = hksan("train-teacher", *common[:-1] + ["--set=backup_every_steps=2"])
+    assert f"resuming from epoch {metadata['epoch']}, with the weights of step" in out.stdout
+    epochs = [json.loads(line)["epoch"] for line in (run / "teacher" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2]
+    assert json.loads((run / "teacher" / "metrics.json").read_text())["epochs"] == 2
+
+
 @pytest.mark.parametrize("args, message", [
     (["--set=distill.epoch=3"], "Unknown config key 'distill.epoch'"),
     (["--set=distill.epochs=three"], "'distill.epochs' expects int"),

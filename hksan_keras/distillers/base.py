@@ -12,6 +12,12 @@ student side. Adversarial methods add discriminator updates through
 import keras
 from keras import ops
 
+from hksan_keras.checks import (
+    check_batch,
+    check_same_input_shape,
+    check_weights,
+    first_batch,
+)
 from hksan_keras.losses import label_loss, sparse_labels
 from hksan_keras.taps import require_graph, resolve_stages, stage_model
 
@@ -47,13 +53,6 @@ def num_replicas():
     import tensorflow as tf
 
     return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def check_weights(**weights):
-    """Raises a ValueError naming the first negative loss weight."""
-    for name, value in weights.items():
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}.")
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -108,6 +107,7 @@ class Distiller(keras.Model):
             )
         _reject_probability_outputs(teacher, "teacher")
         _reject_probability_outputs(student, "student")
+        check_same_input_shape(teacher, student)
         check_weights(label_weight=label_weight)
         self.num_classes = teacher_classes
         self.teacher = teacher
@@ -198,6 +198,41 @@ class Distiller(keras.Model):
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)
         self.compile(**config)
+
+    def fit(self, x=None, y=None, batch_size=None, callbacks=None, **kwargs):
+        """`keras.Model.fit`, after checking the data and with a divergence guard.
+
+        Before training, the first batch is checked against the models
+        (image rank, size and channels; labels integer, in range, or one-hot
+        of the right width; not empty) and a bad one raises a ValueError or
+        TypeError that names it. A `DivergenceGuard` is added in front of the
+        callbacks (unless one is given), so that a non-finite loss stops
+        training at once with a message naming the term, before any
+        checkpoint callback can save the broken weights.
+
+        Args:
+            x, y, batch_size, callbacks, **kwargs: As for `keras.Model.fit`.
+
+        Returns:
+            The `History`.
+        """
+        from hksan_keras.callbacks import DivergenceGuard
+
+        sample = first_batch(x, y, batch_size)
+        if sample is not None:
+            check_batch(
+                sample[0],
+                sample[1],
+                self.num_classes,
+                tuple(self.student.inputs[0].shape[1:]),
+            )
+        callbacks = list(callbacks or [])
+        if not any(isinstance(c, DivergenceGuard) for c in callbacks):
+            guard = DivergenceGuard(
+                sample_images=None if sample is None else sample[0][:64]
+            )
+            callbacks.insert(0, guard)
+        return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
 
     # --- What a method defines -------------------------------------------
 

@@ -1,0 +1,217 @@
+"""Checks that name a bad input before training starts.
+
+Everything here runs eagerly, outside the training graph: on the models when
+a distiller is built, and on the first batch of the training data when `fit`
+is called. Errors are `ValueError` or `TypeError` whose message names the
+argument, the value and the fix.
+"""
+
+import math
+
+import numpy as np
+
+
+def check_weights(**weights):
+    """Raises if a loss weight is not a finite, non-negative number.
+
+    Args:
+        **weights: name=value pairs.
+
+    Raises:
+        TypeError: A weight is not a number (e.g. the string "0.1").
+        ValueError: A weight is negative, NaN or infinite.
+
+    Example:
+
+    >>> check_weights(squeeze_weight=0.1, adversarial_weight=0.1)
+    """
+    for name, value in weights.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise TypeError(
+                f"{name} must be a number, got {value!r} of type "
+                f"{type(value).__name__}; pass e.g. {name}=0.1."
+            )
+        if not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}.")
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}.")
+
+
+def check_same_input_shape(teacher, student):
+    """Raises if teacher and student cannot take the same batch of images.
+
+    Args:
+        teacher: The teacher `keras.Model`.
+        student: The student `keras.Model`.
+
+    Raises:
+        ValueError: Their known input dimensions differ.
+    """
+    teacher_shape = tuple(teacher.inputs[0].shape[1:])
+    student_shape = tuple(student.inputs[0].shape[1:])
+    mismatch = len(teacher_shape) != len(student_shape) or any(
+        t is not None and s is not None and t != s
+        for t, s in zip(teacher_shape, student_shape)
+    )
+    if mismatch:
+        raise ValueError(
+            f"The teacher '{teacher.name}' takes images of shape {teacher_shape} "
+            f"and the student '{student.name}' {student_shape}, but distillation "
+            "feeds both the same batch. Build them for the same input size "
+            "(e.g. both with input_shape="
+            f"{tuple(d for d in teacher_shape)})."
+        )
+
+
+def check_batch(images, labels, num_classes, image_shape):
+    """Raises if a batch of images and labels does not fit the models.
+
+    Args:
+        images: A batch of images (array or tensor).
+        labels: Integer labels of shape (batch,) or (batch, 1), or one-hot
+            labels of shape (batch, num_classes).
+        num_classes: The models' number of classes.
+        image_shape: The models' input shape without the batch dimension
+            (None for unknown dimensions).
+
+    Raises:
+        ValueError: Empty batch, wrong image rank or channels, labels out of
+            range or of another width.
+        TypeError: Integer labels stored as floats that are not whole
+            numbers, or labels that are not numbers at all.
+    """
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    expected_rank = len(image_shape) + 1
+    if images.ndim != expected_rank:
+        raise ValueError(
+            f"The images have shape {images.shape} (rank {images.ndim}), but the "
+            f"models take batches of shape (batch, {', '.join(map(str, image_shape))}) "
+            f"(rank {expected_rank}). Batch the dataset (e.g. dataset.batch(64)) "
+            "and give each image its height, width and channels."
+        )
+    if images.shape[0] == 0:
+        raise ValueError("The first batch of the training data is empty; it holds no images.")
+    for axis, (got, want) in enumerate(zip(images.shape[1:], image_shape), start=1):
+        if want is not None and got != want:
+            what = "channels" if axis == len(image_shape) else f"size along axis {axis}"
+            raise ValueError(
+                f"The images have shape {images.shape[1:]}, but the models take "
+                f"{tuple(image_shape)}: {what} {got} instead of {want}. "
+                + ("Convert them (e.g. grayscale to RGB with tf.image.grayscale_to_rgb)."
+                   if axis == len(image_shape)
+                   else "Resize them in the input pipeline (e.g. keras.layers.Resizing).")
+            )
+    if labels.dtype.kind not in "iubf":
+        raise TypeError(
+            f"The labels have dtype {labels.dtype}; they must be integer class "
+            "indices (or one-hot rows)."
+        )
+    if labels.ndim == 2 and labels.shape[-1] != 1:
+        if labels.shape[-1] != num_classes:
+            raise ValueError(
+                f"The labels have shape {labels.shape}: rows of width "
+                f"{labels.shape[-1]}, but the models predict {num_classes} classes. "
+                f"Pass integer class indices of shape (batch,) or one-hot rows of width "
+                f"{num_classes}."
+            )
+        return
+    if labels.ndim > 2:
+        raise ValueError(
+            f"The labels have shape {labels.shape}; pass integer class indices of "
+            f"shape (batch,) or one-hot rows of shape (batch, {num_classes})."
+        )
+    if labels.dtype.kind == "f":
+        raise TypeError(
+            f"The labels are floats ({labels.dtype}) of shape {labels.shape}; class "
+            "indices must be integers. Cast them (e.g. tf.cast(labels, 'int32')), "
+            "or pass one-hot rows."
+        )
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= num_classes:
+        bad = low if low < 0 else high
+        raise ValueError(
+            f"A label is {bad}, outside [0, {num_classes}): the models predict "
+            f"{num_classes} classes. Check the dataset's labels, or build teacher and "
+            "student with the dataset's number of classes."
+        )
+
+
+def first_batch(x, y=None, batch_size=None):
+    """The first (images, labels) batch of what `fit` was given, or None.
+
+    Args:
+        x: What `fit` takes as `x`: arrays, a `tf.data.Dataset` or a Python
+            generator / `keras.utils.PyDataset`.
+        y: Labels when `x` holds images only.
+        batch_size: The batch size of array inputs.
+
+    Returns:
+        `(images, labels)` as numpy arrays, or None when the input cannot be
+        looked at without consuming it (a generator).
+
+    Raises:
+        ValueError: The dataset holds no batch at all.
+    """
+    import tensorflow as tf
+
+    if isinstance(x, tf.data.Dataset):
+        for element in x.take(1):
+            if not isinstance(element, (tuple, list)) or len(element) < 2:
+                raise ValueError(
+                    "The dataset yields no labels; it must yield (images, labels) batches."
+                )
+            return np.asarray(element[0]), np.asarray(element[1])
+        raise ValueError(
+            "The training dataset is empty: it yields no batch, so fit would train "
+            "nothing. Check its split, its filters and take()/skip()."
+        )
+    if y is not None and hasattr(x, "shape") and hasattr(y, "__len__"):
+        if len(x) == 0 or len(y) == 0:
+            raise ValueError(
+                "The training arrays are empty: fit would train nothing."
+            )
+        size = batch_size or 32
+        return np.asarray(x[:size]), np.asarray(y[:size])
+    return None
+
+
+def check_teacher_is_trained(teacher, dataset, num_classes, batches=4):
+    """Warns when the teacher's accuracy on a few batches is near chance.
+
+    Args:
+        teacher: The teacher `keras.Model` (logits).
+        dataset: Batches of `(images, labels)`, e.g. the test pipeline.
+        num_classes: Number of classes (chance is 1 / num_classes).
+        batches: How many batches to score.
+
+    Returns:
+        The measured accuracy, or None when the dataset held no batch.
+
+    Example:
+
+    >>> check_teacher_is_trained(teacher, test_ds, 10)
+    0.93
+    """
+    import warnings
+
+    correct = total = 0
+    for images, labels in dataset.take(batches):
+        predicted = np.argmax(np.asarray(teacher(images, training=False)), axis=-1)
+        labels = np.asarray(labels)
+        if labels.ndim == 2 and labels.shape[-1] != 1:
+            labels = np.argmax(labels, axis=-1)
+        correct += int(np.sum(predicted == labels.reshape(-1)))
+        total += len(predicted)
+    if not total:
+        return None
+    accuracy = correct / total
+    if accuracy < 1.5 / num_classes:
+        warnings.warn(
+            f"The teacher looks untrained: {100 * accuracy:.1f}% accurate on {total} "
+            f"images, near chance ({100 / num_classes:.1f}%). Distilling from it teaches "
+            "the student nothing; train it first (hksan-keras train-teacher) or check "
+            "teacher.path.",
+            stacklevel=2,
+        )
+    return accuracy
