@@ -51,11 +51,12 @@ class TaskDrivenAttention(keras.layers.Layer):
         super().__init__(**kwargs)
         self.units = int(units)
         self.include_guide = bool(include_guide)
+        # Sublayers share this layer's dtype policy (Keras does not pass it on).
         self.guide_projection = keras.layers.Dense(
-            self.units, name="guide_projection"
+            self.units, name="guide_projection", dtype=self.dtype_policy
         )
         self.attention_score = keras.layers.Conv2D(
-            1, 1, name="attention_score"
+            1, 1, name="attention_score", dtype=self.dtype_policy
         )
 
     def build(self, input_shape):
@@ -184,23 +185,28 @@ class HierarchicalSqueeze(keras.layers.Layer):
         stages = range(1, len(self.stage_widths) + 1)
         self.channel_transforms = (
             [
-                keras.layers.Conv2D(w, 1, name=f"channel_transform_{i}")
+                keras.layers.Conv2D(w, 1, name=f"channel_transform_{i}", dtype=self.dtype_policy)
                 for i, w in zip(stages, self.stage_widths)
             ]
             if self.channel_transform
             else []
         )
         self.descriptor = keras.layers.Conv2D(
-            self.descriptor_units, 1, name="global_descriptor"
+            self.descriptor_units, 1, name="global_descriptor", dtype=self.dtype_policy
         )
         self.estimators = [
             TaskDrivenAttention(
-                w, include_guide=squeeze_target == "guided", name=f"attention_{i}"
+                w,
+                include_guide=squeeze_target == "guided",
+                name=f"attention_{i}",
+                dtype=self.dtype_policy,
             )
             for i, w in zip(stages, self.stage_widths)
         ]
         self.task_heads = [
-            keras.layers.Dense(self.num_classes, name=f"task_head_{i}")
+            keras.layers.Dense(
+                self.num_classes, name=f"task_head_{i}", dtype=self.dtype_policy
+            )
             for i in stages
         ]
 

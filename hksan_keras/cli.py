@@ -6,6 +6,9 @@
     hksan-keras evaluate      --config=... [--model=path.keras]
     hksan-keras export        --config=... [--model=path.keras] [--format=tflite]
     hksan-keras experiment    --config=...   (teacher, student, distill, evaluate)
+
+Every command takes --set=key.path=value overrides, --mixed_precision=
+float32|mixed_float16|mixed_bfloat16 and --jit_compile.
 """
 
 import functools
@@ -25,6 +28,8 @@ flags.DEFINE_string("data_dir", None, "TFDS data directory (default: data.data_d
 flags.DEFINE_string("method", None, "distill/experiment/export: the method (student, kd, dkd, fitnets, at, nst, anc, xu, hksan); overrides distill.method.")
 flags.DEFINE_string("model", None, "evaluate/export: a .keras model instead of the run's own.")
 flags.DEFINE_enum("format", "tf_saved_model", ["tf_saved_model", "tflite"], "export: the format.")
+flags.DEFINE_enum("mixed_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"], "Keras dtype policy of the models; overrides the config's mixed_precision.")
+flags.DEFINE_boolean("jit_compile", None, "Compile the train step with XLA; overrides the config's jit_compile.")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 none (the one-line epoch summary stays), 1 progress bar, 2 Keras line per epoch.", lower_bound=0, upper_bound=2)
 
 
@@ -41,6 +46,10 @@ def _main(command, argv):
 
     try:
         overrides = list(FLAGS.set) + ([f"distill.method={FLAGS.method}"] if FLAGS.method else [])
+        if FLAGS.mixed_precision:
+            overrides.append(f"mixed_precision={FLAGS.mixed_precision}")
+        if FLAGS.jit_compile is not None:
+            overrides.append(f"jit_compile={str(FLAGS.jit_compile).lower()}")
         config = experiment.resolve_config(FLAGS.config, overrides, FLAGS.run_dir, FLAGS.data_dir)
         if command == "train-teacher":
             experiment.train_classifier(config, "teacher", FLAGS.verbose)

@@ -37,6 +37,11 @@ DEFAULTS = {
     "seed": 0,
     # BackupAndRestore every this many steps (null: at every epoch's end).
     "backup_every_steps": None,
+    # "float32", "mixed_float16" (GPUs) or "mixed_bfloat16" (TPUs, recent
+    # CPUs and GPUs); loss terms stay float32 in every case.
+    "mixed_precision": "float32",
+    # XLA for the train step (Keras's "auto" turns it on for one GPU).
+    "jit_compile": False,
     "data": {
         "dataset": "cifar10",
         "data_dir": None,

@@ -60,6 +60,7 @@ class LogitDiscriminator(keras.layers.Layer):
                 momentum=self.batch_norm_momentum,
                 synchronized=keras.backend.backend() == "tensorflow",
                 name=name,
+                dtype=self.dtype_policy,
             )
 
         self.input_norm = batch_norm("input_norm")
@@ -69,6 +70,7 @@ class LogitDiscriminator(keras.layers.Layer):
                 use_bias=False,
                 kernel_regularizer=self.kernel_regularizer,
                 name=f"dense_{i}",
+                dtype=self.dtype_policy,
             )
             for i, units in enumerate(self.hidden_units, start=1)
         ]
@@ -80,6 +82,7 @@ class LogitDiscriminator(keras.layers.Layer):
             1 + self.num_classes if self.class_head else 1,
             kernel_regularizer=self.kernel_regularizer,
             name="source_and_class",
+            dtype=self.dtype_policy,
         )
 
     def build(self, input_shape):

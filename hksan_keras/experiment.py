@@ -35,6 +35,8 @@ from hksan_keras.distillers import (
 )
 
 
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
 # Config options that take one of a few names, checked before training.
 _CHOICES = {
     "hksan.hierarchy": HIERARCHIES,
@@ -83,6 +85,10 @@ def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
         raise ConfigError(
             f"distill.method is {config['distill']['method']!r}; choose one of "
             f"{sorted(METHODS)}."
+        )
+    if config["mixed_precision"] not in PRECISIONS:
+        raise ConfigError(
+            f"mixed_precision must be one of {PRECISIONS}, got {config['mixed_precision']!r}."
         )
     for key, choices in _CHOICES.items():
         method, option = key.split(".")
@@ -262,6 +268,7 @@ def train_classifier(config, role, verbose=1):
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}.")
     step = _Step(config, role)
     train, test, num_classes, steps_per_epoch = load_data(config, role)
+    keras.mixed_precision.set_global_policy(config["mixed_precision"])
     teacher, student = build_models(config, num_classes)
     model = teacher if role == "teacher" else student
     recipe = config["teacher"] if role == "teacher" else config["distill"]
@@ -270,6 +277,7 @@ def train_classifier(config, role, verbose=1):
         _sgd(recipe, steps_per_epoch),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        jit_compile=config["jit_compile"],
     )
     best = os.path.join(step.directory, "best.keras")
     callbacks = step.callbacks(recipe["epochs"]) + [
@@ -335,7 +343,9 @@ def compile_distiller(distiller, config, steps_per_epoch):
         kwargs["d_optimizer"] = keras.optimizers.Adam(
             recipe["d_learning_rate"], beta_1=recipe["d_beta_1"]
         )
-    distiller.compile(optimizer=_sgd(recipe, steps_per_epoch), **kwargs)
+    distiller.compile(
+        optimizer=_sgd(recipe, steps_per_epoch), jit_compile=config["jit_compile"], **kwargs
+    )
 
 
 def distill(config, verbose=1):
@@ -357,6 +367,7 @@ def distill(config, verbose=1):
     train, test, num_classes, steps_per_epoch = load_data(config)
     teacher = keras.saving.load_model(teacher_path)
     check_teacher_is_trained(teacher, test, num_classes)
+    keras.mixed_precision.set_global_policy(config["mixed_precision"])
     _, student = build_models(config, num_classes)
     keras.utils.set_random_seed(config["seed"])
     distiller, pretrain_epochs = build_distiller(config, teacher, student, steps_per_epoch)

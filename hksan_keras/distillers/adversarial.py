@@ -146,6 +146,7 @@ class AdversarialDistiller(Distiller):
             if self.discriminator_regularization
             else None,
             name="discriminator",
+            dtype="float32",
         )
         input_width = self.num_classes * (2 if self.CONDITIONAL else 1)
         self.discriminator.build((None, input_width))
@@ -169,6 +170,12 @@ class AdversarialDistiller(Distiller):
                 if d_optimizer is not None
                 else keras.optimizers.Adam(1e-4, beta_1=0.5)
             )
+            if self.dtype_policy.name == "mixed_float16" and not isinstance(
+                self.d_optimizer, keras.optimizers.LossScaleOptimizer
+            ):
+                # Keras wraps the student's optimizer itself under
+                # mixed_float16; the discriminator's needs the same.
+                self.d_optimizer = keras.optimizers.LossScaleOptimizer(self.d_optimizer)
             self.d_optimizer.build(self.discriminator.trainable_variables)
 
     def get_compile_config(self):

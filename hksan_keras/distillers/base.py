@@ -283,9 +283,13 @@ class Distiller(keras.Model):
         import tensorflow as tf
 
         images, labels = self.unpack_batch(data)
+        # Loss terms are computed in float32 whatever the models' dtype policy
+        # (mixed_float16 / mixed_bfloat16 teachers and students are fine).
         teacher = (
             {
-                name: keras.tree.map_structure(ops.stop_gradient, value)
+                name: keras.tree.map_structure(
+                    lambda t: ops.cast(ops.stop_gradient(t), "float32"), value
+                )
                 for name, value in self.teacher_outputs(images).items()
             }
             if self.USES_TEACHER
@@ -293,7 +297,10 @@ class Distiller(keras.Model):
         )
         variables = self.trainable_student_side()
         with tf.GradientTape() as tape:
-            student = self.student_outputs(images, training=True)
+            student = keras.tree.map_structure(
+                lambda t: ops.cast(t, "float32"),
+                self.student_outputs(images, training=True),
+            )
             with tape.stop_recording():
                 discriminator_terms = self.update_discriminator(
                     labels,
@@ -305,9 +312,11 @@ class Distiller(keras.Model):
             for term, weight in self.term_weights().items():
                 if isinstance(weight, (int, float)) and weight == 0:
                     continue
-                loss = loss + weight * terms[term]
+                loss = loss + weight * ops.cast(terms[term], "float32")
             if self.student.losses:
-                loss = loss + ops.sum(self.student.losses)
+                loss = loss + ops.cast(
+                    ops.sum([ops.cast(l, "float32") for l in self.student.losses]), "float32"
+                )
             # Each replica holds a slice of the global batch and gradients are
             # summed across replicas, so dividing by the replica count makes
             # the update that of the global-batch mean.
@@ -316,6 +325,7 @@ class Distiller(keras.Model):
         self.optimizer.apply(gradients, variables)
 
         terms.update(discriminator_terms or {})
+        terms = {name: ops.cast(value, "float32") for name, value in terms.items()}
         batch_size = ops.cast(ops.shape(labels)[0], "float32")
         self.loss_tracker.update_state(loss, sample_weight=batch_size)
         self.accuracy_tracker.update_state(labels, student["logits"])

@@ -49,9 +49,11 @@ class FitNetsDistiller(StageDistiller):
         self.hint_weight = float(hint_weight)
         self.regressor = keras.Sequential(
             [
-                keras.layers.Conv2D(self.teacher_shapes[self.hint_index][-1], 3, padding="same"),
-                keras.layers.BatchNormalization(momentum=0.9),
-                keras.layers.ReLU(),
+                keras.layers.Conv2D(
+                    self.teacher_shapes[self.hint_index][-1], 3, padding="same", dtype="float32"
+                ),
+                keras.layers.BatchNormalization(momentum=0.9, dtype="float32"),
+                keras.layers.ReLU(dtype="float32"),
             ],
             name="hint_regressor",
         )

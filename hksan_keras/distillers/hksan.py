@@ -216,6 +216,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             squeeze_target=squeeze_target,
             normalize_features=self.normalize_features,
             name="teacher_squeeze",
+            dtype="float32",
         )
         self.student_squeeze = HierarchicalSqueeze(
             teacher_widths,
@@ -227,6 +228,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             normalize_features=self.normalize_features,
             channel_transform=True,
             name="student_squeeze",
+            dtype="float32",
         )
         self.teacher_squeeze.build(self.teacher_shapes)
         self.student_squeeze.build(self.student_shapes)
