@@ -8,7 +8,8 @@
     hksan-keras experiment    --config=...   (teacher, student, distill, evaluate)
 
 Every command takes --set=key.path=value overrides, --mixed_precision=
-float32|mixed_float16|mixed_bfloat16 and --jit_compile.
+float32|mixed_float16|mixed_bfloat16, --jit_compile and
+--strategy=default|mirrored|multi_worker.
 """
 
 import functools
@@ -30,6 +31,7 @@ flags.DEFINE_string("model", None, "evaluate/export: a .keras model instead of t
 flags.DEFINE_enum("format", "tf_saved_model", ["tf_saved_model", "tflite"], "export: the format.")
 flags.DEFINE_enum("mixed_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"], "Keras dtype policy of the models; overrides the config's mixed_precision.")
 flags.DEFINE_boolean("jit_compile", None, "Compile the train step with XLA; overrides the config's jit_compile.")
+flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker"], "Distribution: one device, MirroredStrategy, or MultiWorkerMirroredStrategy (workers from TF_CONFIG); overrides the config's strategy.")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 none (the one-line epoch summary stays), 1 progress bar, 2 Keras line per epoch.", lower_bound=0, upper_bound=2)
 
 
@@ -48,6 +50,8 @@ def _main(command, argv):
         overrides = list(FLAGS.set) + ([f"distill.method={FLAGS.method}"] if FLAGS.method else [])
         if FLAGS.mixed_precision:
             overrides.append(f"mixed_precision={FLAGS.mixed_precision}")
+        if FLAGS.strategy:
+            overrides.append(f"strategy={FLAGS.strategy}")
         if FLAGS.jit_compile is not None:
             overrides.append(f"jit_compile={str(FLAGS.jit_compile).lower()}")
         config = experiment.resolve_config(FLAGS.config, overrides, FLAGS.run_dir, FLAGS.data_dir)

@@ -42,6 +42,9 @@ DEFAULTS = {
     "mixed_precision": "float32",
     # XLA for the train step (Keras's "auto" turns it on for one GPU).
     "jit_compile": False,
+    # "default" (one device), "mirrored" (local GPUs) or "multi_worker"
+    # (workers from TF_CONFIG; only the chief writes the run directory).
+    "strategy": "default",
     "data": {
         "dataset": "cifar10",
         "data_dir": None,

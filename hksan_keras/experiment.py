@@ -17,6 +17,12 @@ import keras
 
 from hksan_keras import data, models
 from hksan_keras.checks import check_teacher_is_trained
+from hksan_keras.distribute import (
+    STRATEGIES,
+    make_strategy,
+    release_worker_directory,
+    worker_directory,
+)
 from hksan_keras.attention import HIERARCHIES, SQUEEZE_TARGETS
 from hksan_keras.losses import GAN_LOSSES, LOGIT_DISTANCES, SQUEEZE_DISTANCES
 from hksan_keras.callbacks import (
@@ -85,6 +91,10 @@ def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
         raise ConfigError(
             f"distill.method is {config['distill']['method']!r}; choose one of "
             f"{sorted(METHODS)}."
+        )
+    if config["strategy"] not in STRATEGIES:
+        raise ConfigError(
+            f"strategy must be one of {STRATEGIES}, got {config['strategy']!r}."
         )
     if config["mixed_precision"] not in PRECISIONS:
         raise ConfigError(
@@ -188,7 +198,10 @@ class _Step:
 
     def __init__(self, config, step):
         self.step = step
-        self.directory = os.path.join(config["run_dir"], step)
+        self.chief_directory = os.path.join(config["run_dir"], step)
+        # Only the chief writes the run directory; other workers of a
+        # multi-worker run write to a temporary one, removed at the end.
+        self.directory = worker_directory(self.chief_directory)
         self.metrics_json = os.path.join(self.directory, "metrics.json")
         self.metrics_jsonl = os.path.join(self.directory, "metrics.jsonl")
         self.backup_dir = os.path.join(self.directory, "checkpoints")
@@ -246,6 +259,7 @@ class _Step:
         }
         with open(self.metrics_json, "w") as f:
             json.dump(results, f, indent=2)
+        release_worker_directory(self.directory, self.chief_directory)
         return results
 
 
@@ -266,19 +280,22 @@ def train_classifier(config, role, verbose=1):
     """
     if role not in ("teacher", "student"):
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}.")
+    # A multi-worker strategy must exist before any other TensorFlow op.
+    strategy = make_strategy(config["strategy"])
     step = _Step(config, role)
     train, test, num_classes, steps_per_epoch = load_data(config, role)
     keras.mixed_precision.set_global_policy(config["mixed_precision"])
-    teacher, student = build_models(config, num_classes)
-    model = teacher if role == "teacher" else student
     recipe = config["teacher"] if role == "teacher" else config["distill"]
-    keras.utils.set_random_seed(config["seed"])
-    model.compile(
-        _sgd(recipe, steps_per_epoch),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-        jit_compile=config["jit_compile"],
-    )
+    with strategy.scope():
+        teacher, student = build_models(config, num_classes)
+        model = teacher if role == "teacher" else student
+        keras.utils.set_random_seed(config["seed"])
+        model.compile(
+            _sgd(recipe, steps_per_epoch),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=config["jit_compile"],
+        )
     best = os.path.join(step.directory, "best.keras")
     callbacks = step.callbacks(recipe["epochs"]) + [
         keras.callbacks.ModelCheckpoint(
@@ -361,22 +378,25 @@ def distill(config, verbose=1):
     Returns:
         The step's final metrics (also in `<run_dir>/<step>/metrics.json`).
     """
+    # A multi-worker strategy must exist before any other TensorFlow op.
+    strategy = make_strategy(config["strategy"])
     teacher_path = _teacher_path(config)
     method = config["distill"]["method"]
     step = _Step(config, distill_step_name(method))
     train, test, num_classes, steps_per_epoch = load_data(config)
-    teacher = keras.saving.load_model(teacher_path)
-    check_teacher_is_trained(teacher, test, num_classes)
     keras.mixed_precision.set_global_policy(config["mixed_precision"])
-    _, student = build_models(config, num_classes)
-    keras.utils.set_random_seed(config["seed"])
-    distiller, pretrain_epochs = build_distiller(config, teacher, student, steps_per_epoch)
-    if pretrain_epochs and not step.resumed_epochs:
-        distiller.pretrain_teacher_attention(train, epochs=pretrain_epochs, verbose=verbose)
-    elif pretrain_epochs:
-        # The pretrained estimators come back with the checkpoint.
-        distiller.train_teacher_attention = False
-    compile_distiller(distiller, config, steps_per_epoch)
+    with strategy.scope():
+        teacher = keras.saving.load_model(teacher_path)
+        check_teacher_is_trained(teacher, test, num_classes)
+        _, student = build_models(config, num_classes)
+        keras.utils.set_random_seed(config["seed"])
+        distiller, pretrain_epochs = build_distiller(config, teacher, student, steps_per_epoch)
+        if pretrain_epochs and not step.resumed_epochs:
+            distiller.pretrain_teacher_attention(train, epochs=pretrain_epochs, verbose=verbose)
+        elif pretrain_epochs:
+            # The pretrained estimators come back with the checkpoint.
+            distiller.train_teacher_attention = False
+        compile_distiller(distiller, config, steps_per_epoch)
     epochs = config["distill"]["epochs"]
     callbacks = step.callbacks(epochs) + [
         BestStudentCheckpoint(

@@ -44,3 +44,62 @@ def test_kd_reports_do_not_depend_on_the_replica_count(tmp_path):
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-4, atol=1e-5, err_msg=key)
     for key in (k for k in single if k.startswith("student_")):
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-5, err_msg=key)
+
+
+def test_each_replica_draws_its_own_perturbation_mask():
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tests" / "replica_masks.py")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        cwd=REPO_ROOT / "tests",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    words = result.stdout.split()
+    assert words[words.index("replicas") + 1] == "2"
+    assert words[words.index("differ") + 1] == "1"
+    assert 0.3 < float(words[words.index("kept_fraction") + 1]) < 0.7
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_workers_train_the_same_model_as_one_process_and_only_the_chief_writes(tmp_path):
+    import json
+
+    script = str(REPO_ROOT / "tests" / "multi_worker_fit.py")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    single = subprocess.run([sys.executable, script, str(tmp_path / "single.npz"), str(tmp_path / "single_run")],
+                            capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT / "tests")
+    assert single.returncode == 0, single.stderr[-3000:]
+
+    workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
+    run_dir = tmp_path / "run"
+    processes = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        processes.append(subprocess.Popen(
+            [sys.executable, script, str(tmp_path / f"worker{index}.npz"), str(run_dir)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT / "tests",
+            env={**env, "TF_CONFIG": json.dumps(tf_config)}))
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-3000:]
+
+    results = [dict(np.load(tmp_path / f"worker{i}.npz")) for i in range(2)]
+    reference = dict(np.load(tmp_path / "single.npz"))
+    assert [int(r["replicas"]) for r in results] == [2, 2] and int(reference["replicas"]) == 1
+    assert [bool(r["chief"]) for r in results] == [True, False]
+    keys = [k for k in reference if k.startswith("student_")]
+    assert len(keys) > 4
+    for key in keys:
+        np.testing.assert_array_equal(results[0][key], results[1][key], err_msg=key)
+        np.testing.assert_allclose(results[0][key], reference[key], rtol=1e-3, atol=1e-5, err_msg=key)
+    # One writer: one metrics line per epoch, the chief's model, nothing else.
+    lines = (run_dir / "distill" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    assert sorted(p.name for p in (run_dir / "distill").iterdir()) == ["last_student.keras", "metrics.jsonl"]
+

@@ -186,6 +186,24 @@ class AdversarialDistiller(Distiller):
             )
         return config
 
+    def perturb(self, logits):
+        """Dropout of the student logits that D is shown as real (KSANC's regulariser).
+
+        Each replica draws its own mask: the seed of a step is combined with
+        the replica's index in the sync group (`keras.random.dropout` would
+        draw the same mask on every replica).
+        """
+        import tensorflow as tf
+
+        if not self.perturbation_rate:
+            return logits
+        seed = ops.cast(self.seed_generator.next(), "int32")
+        context = tf.distribute.get_replica_context()
+        replica = context.replica_id_in_sync_group if context is not None else 0
+        seed = seed + ops.stack([0, ops.cast(replica, "int32")])
+        keep = tf.random.stateless_uniform(tf.shape(logits), seed=seed) >= self.perturbation_rate
+        return ops.where(keep, logits / (1.0 - self.perturbation_rate), ops.zeros_like(logits))
+
     def discriminator_view(self, logits):
         """What D reads of a batch of logits (`discriminator_input`)."""
         if self.discriminator_input == "standardized":
@@ -201,11 +219,7 @@ class AdversarialDistiller(Distiller):
             `(sources, classes)`, each a tuple (teacher, student, perturbed);
             `classes` is None without a class head.
         """
-        perturbed = keras.random.dropout(
-            ops.stop_gradient(student_logits),
-            self.perturbation_rate,
-            seed=self.seed_generator,
-        )
+        perturbed = self.perturb(ops.stop_gradient(student_logits))
         inputs = [
             self.discriminator_view(x) for x in (teacher_logits, student_logits, perturbed)
         ]

@@ -55,6 +55,24 @@ def num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _per_replica_report(logs):
+    """The step's metric results, shaped for Keras's cross-worker reduction.
+
+    Under MultiWorkerMirroredStrategy Keras (3.15) averages each reported
+    value across workers with `strategy.reduce("MEAN", v, axis=0)`, which
+    fails on scalars (keras-team/keras#20585); a shape (1,) value averages
+    to the scalar wanted. Elsewhere the scalars go out as they are.
+    """
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    extended = getattr(strategy, "extended", None)
+    multi_worker = getattr(extended, "_in_multi_worker_mode", lambda: False)()
+    if not multi_worker:
+        return logs
+    return {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+
+
 @keras.saving.register_keras_serializable(package="hksan_keras")
 class Distiller(keras.Model):
     """Base class of the distillers: frozen teacher, trained student.
@@ -234,6 +252,14 @@ class Distiller(keras.Model):
             callbacks.insert(0, guard)
         return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (3.15) builds a compiled model on a first batch before
+        # training; under MultiWorkerMirroredStrategy that batch is a
+        # PerReplica value it cannot convert (keras-team/keras#20585).
+        # A distiller needs no such build: its layers are built in the
+        # constructor and its optimizers in `compile`.
+        return None
+
     # --- What a method defines -------------------------------------------
 
     def teacher_outputs(self, images):
@@ -331,7 +357,7 @@ class Distiller(keras.Model):
         self.accuracy_tracker.update_state(labels, student["logits"])
         for term, value in terms.items():
             self.term_trackers[term].update_state(value, sample_weight=batch_size)
-        return {metric.name: metric.result() for metric in self.metrics}
+        return _per_replica_report({metric.name: metric.result() for metric in self.metrics})
 
     def test_step(self, data):
         images, labels = self.unpack_batch(data)
@@ -341,10 +367,10 @@ class Distiller(keras.Model):
             label_loss(labels, logits), sample_weight=batch_size
         )
         self.accuracy_tracker.update_state(labels, logits)
-        return {
+        return _per_replica_report({
             "loss": self.loss_tracker.result(),
             "accuracy": self.accuracy_tracker.result(),
-        }
+        })
 
     def export_student(self, filepath, format="tf_saved_model"):
         """Exports the student alone for serving or phones.
