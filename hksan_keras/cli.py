@@ -29,6 +29,7 @@ flags.DEFINE_string("data_dir", None, "TFDS data directory (default: data.data_d
 flags.DEFINE_string("method", None, "distill/experiment/export: the method (student, kd, dkd, fitnets, at, nst, anc, xu, hksan); overrides distill.method.")
 flags.DEFINE_string("model", None, "evaluate/export: a .keras model instead of the run's own.")
 flags.DEFINE_enum("format", "tf_saved_model", ["tf_saved_model", "tflite"], "export: the format.")
+flags.DEFINE_enum("quantization", "float32", ["float32", "float16", "dynamic", "int8"], "export --format=tflite: float32, float16 weights, dynamic-range int8 weights, or full-integer int8 (calibrated on training images).")
 flags.DEFINE_enum("mixed_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"], "Keras dtype policy of the models; overrides the config's mixed_precision.")
 flags.DEFINE_boolean("jit_compile", None, "Compile the train step with XLA; overrides the config's jit_compile.")
 flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker"], "Distribution: one device, MirroredStrategy, or MultiWorkerMirroredStrategy (workers from TF_CONFIG); overrides the config's strategy.")
@@ -64,7 +65,7 @@ def _main(command, argv):
         elif command == "evaluate":
             experiment.evaluate(config, FLAGS.model)
         elif command == "export":
-            experiment.export(config, FLAGS.model, FLAGS.format)
+            experiment.export(config, FLAGS.model, FLAGS.format, FLAGS.quantization)
         else:
             results = experiment.run_experiment(config, FLAGS.verbose)
             print("\nTest accuracy")

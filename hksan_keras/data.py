@@ -80,17 +80,97 @@ def _resized_crop_augment(image_size):
     return augment
 
 
-def _center_crop(image_size):
+CROP_FRACTION = 0.875
+
+
+def center_crop(images, image_size):
+    """Evaluation resize: shorter side to image_size / 0.875, then a center crop.
+
+    The one implementation used by the evaluation pipelines and by the
+    exported serving graph.
+
+    Args:
+        images: One image (H, W, C) or a batch (B, H, W, C), any size.
+        image_size: The side of the square output.
+
+    Returns:
+        Float images of spatial size (image_size, image_size).
+    """
     import tensorflow as tf
 
+    spatial = tf.shape(images)[-3:-1]
+    shape = tf.cast(spatial, tf.float32)
+    scale = (image_size / CROP_FRACTION) / tf.reduce_min(shape)
+    images = tf.image.resize(images, tf.cast(tf.round(shape * scale), tf.int32))
+    return tf.image.resize_with_crop_or_pad(images, image_size, image_size)
+
+
+def _center_crop(image_size):
     def crop(image, label):
-        shape = tf.cast(tf.shape(image)[:2], tf.float32)
-        scale = (image_size / 0.875) / tf.reduce_min(shape)
-        image = tf.image.resize(image, tf.cast(tf.round(shape * scale), tf.int32))
-        image = tf.image.resize_with_crop_or_pad(image, image_size, image_size)
-        return image, label
+        return center_crop(image, image_size), label
 
     return crop
+
+
+RESIZE_MODES = ("none", "shorter_side_then_center_crop", "center_square_then_resize")
+
+
+def center_square_then_resize(images, image_size):
+    """The largest centered square, resized to image_size (as folder_dataset reads files).
+
+    Args:
+        images: One image (H, W, C) or a batch (B, H, W, C), any size.
+        image_size: The side of the square output.
+
+    Returns:
+        Float images of spatial size (image_size, image_size).
+    """
+    import tensorflow as tf
+
+    spatial = tf.shape(images)[-3:-1]
+    side = tf.reduce_min(spatial)
+    images = tf.image.resize_with_crop_or_pad(images, side, side)
+    return tf.image.resize(images, (image_size, image_size))
+
+
+def preprocessing_spec(stats, image_size=None, resize="none"):
+    """What the evaluation pipeline does to a raw image, as plain data.
+
+    Written as JSON next to exported models and in run directories, and
+    applied inside the exported serving graph.
+
+    Args:
+        stats: `(mean, std)` per channel, in the [0, 255] scale.
+        image_size: The model's square input side (None: any).
+        resize: How a raw image of any size becomes the model's size:
+            "none" (it must have it already), "shorter_side_then_center_crop"
+            (shorter side to image_size / 0.875, then a center crop: the
+            ImageNet-style evaluation of `tfds_dataset`) or
+            "center_square_then_resize" (as `folder_dataset` reads files).
+
+    Returns:
+        A dict with "mean", "std", "image_size", "resize" and, for
+        "shorter_side_then_center_crop", "crop_fraction".
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}.")
+    spec = {
+        "mean": [float(v) for v in stats[0]],
+        "std": [float(v) for v in stats[1]],
+        "image_size": None if image_size is None else int(image_size),
+        "resize": resize,
+        "input": "uint8 RGB images, pixel values 0-255",
+    }
+    if resize == "shorter_side_then_center_crop":
+        spec["crop_fraction"] = CROP_FRACTION
+    return spec
+
+
+def dataset_preprocessing(name, image_size=224):
+    """The `preprocessing_spec` of `tfds_dataset(name, ...)`'s evaluation pipeline."""
+    if name in CIFAR_STATS:
+        return preprocessing_spec(CIFAR_STATS[name], 32)
+    return preprocessing_spec(IMAGENET_STATS, image_size, "shorter_side_then_center_crop")
 
 
 def make_pipeline(
@@ -211,16 +291,19 @@ def tfds_dataset(
     if take is not None:
         dataset = dataset.take(take)
     if name in CIFAR_STATS:
-        return make_pipeline(
+        pipeline = make_pipeline(
             dataset, batch_size, training, CIFAR_STATS[name],
             augment=_cifar_augment, seed=seed,
         )
-    return make_pipeline(
-        dataset, batch_size, training, IMAGENET_STATS,
-        augment=_resized_crop_augment(image_size),
-        preprocess=_center_crop(image_size), seed=seed,
-        cache=name != "imagenet2012",
-    )
+    else:
+        pipeline = make_pipeline(
+            dataset, batch_size, training, IMAGENET_STATS,
+            augment=_resized_crop_augment(image_size),
+            preprocess=_center_crop(image_size), seed=seed,
+            cache=name != "imagenet2012",
+        )
+    pipeline.preprocessing = dataset_preprocessing(name, image_size)
+    return pipeline
 
 
 def cifar_dataset(name="cifar10", split="train", batch_size=128, training=False,
@@ -261,7 +344,9 @@ def array_dataset(images, labels, batch_size=128, training=False, seed=None, sta
         stats: `(mean, std)` per channel; defaults to the arrays' own.
 
     Returns:
-        A batched `tf.data.Dataset` of (images, labels).
+        A batched `tf.data.Dataset` of (images, labels), with the
+        normalisation it applies in its `preprocessing` attribute (a
+        `preprocessing_spec`, for `export_saved_model`).
 
     Example:
 
@@ -283,7 +368,10 @@ def array_dataset(images, labels, batch_size=128, training=False, seed=None, sta
         return tf.image.stateless_random_flip_left_right(image, tf.cast(seed, tf.int64)), label
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    return make_pipeline(dataset, batch_size, training, stats, augment=flip, seed=seed)
+    pipeline = make_pipeline(dataset, batch_size, training, stats, augment=flip, seed=seed)
+    # Kept so that an exported model can apply the same normalisation.
+    pipeline.preprocessing = preprocessing_spec(stats, images.shape[1])
+    return pipeline
 
 
 def folder_dataset(directory, batch_size=64, training=False, image_size=224, seed=None,
@@ -325,10 +413,14 @@ def folder_dataset(directory, batch_size=64, training=False, image_size=224, see
         subset=subset,
         crop_to_aspect_ratio=True,
     )
-    return make_pipeline(
+    pipeline = make_pipeline(
         files, batch_size, training, IMAGENET_STATS,
         augment=_resized_crop_augment(image_size), seed=seed,
     )
+    pipeline.preprocessing = preprocessing_spec(
+        IMAGENET_STATS, image_size, "center_square_then_resize"
+    )
+    return pipeline
 
 
 def num_examples(name, split, data_dir=None, take=None):

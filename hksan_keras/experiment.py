@@ -17,6 +17,7 @@ import keras
 
 from hksan_keras import data, models
 from hksan_keras.checks import check_teacher_is_trained
+from hksan_keras.export import write_preprocessing
 from hksan_keras.distribute import (
     STRATEGIES,
     make_strategy,
@@ -230,6 +231,8 @@ class _Step:
         with open(self.metrics_jsonl, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in kept)
         save_config(config, os.path.join(self.directory, "config.json"))
+        # What a served model must do to raw images, beside the models.
+        write_preprocessing(preprocessing(config), os.path.join(self.directory, "preprocessing.json"))
         self.start = time.time()
 
     def best_so_far(self):
@@ -530,15 +533,22 @@ def run_experiment(config, verbose=1):
     return evaluate(config)
 
 
-def export(config, model_path=None, format="tf_saved_model"):
-    """Exports the run's distilled student (or `model_path`).
+def preprocessing(config):
+    """The evaluation preprocessing of a config's dataset (a `data.preprocessing_spec`)."""
+    return data.dataset_preprocessing(config["data"]["dataset"], config["data"]["image_size"])
+
+
+def export(config, model_path=None, format="tf_saved_model", quantization="float32"):
+    """Exports the run's distilled student (or `model_path`) for raw uint8 images.
 
     Args:
         config: A resolved config.
-        model_path: A `.keras` classifier; defaults to the distilled student
-            of the last epoch.
+        model_path: A `.keras` classifier or distiller; defaults to the
+            distilled student of the last epoch.
         format: "tf_saved_model" (to <run_dir>/export/saved_model) or
-            "tflite" (to <run_dir>/export/student.tflite).
+            "tflite" (to <run_dir>/export/student_<quantization>.tflite).
+        quantization: For TFLite: "float32", "float16", "dynamic" or "int8"
+            (calibrated on batches of the config's training pipeline).
 
     Returns:
         The path written.
@@ -553,11 +563,17 @@ def export(config, model_path=None, format="tf_saved_model"):
     if isinstance(model, Distiller):
         model = model.student
     check_model_fits(model, config, None, path)
+    spec = preprocessing(config)
     directory = os.path.join(config["run_dir"], "export")
     os.makedirs(directory, exist_ok=True)
+    exporters.write_preprocessing(spec, os.path.join(config["run_dir"], "preprocessing.json"))
     if format == "tflite":
-        written = exporters.export_tflite(model, os.path.join(directory, "student.tflite"))
+        representative = load_data(config)[0] if quantization == "int8" else None
+        written = exporters.export_tflite(
+            model, os.path.join(directory, f"student_{quantization}.tflite"), spec,
+            quantization, representative,
+        )
     else:
-        written = exporters.export_saved_model(model, os.path.join(directory, "saved_model"))
+        written = exporters.export_saved_model(model, os.path.join(directory, "saved_model"), spec)
     print(f"exported {path} to {written}", flush=True)
     return written

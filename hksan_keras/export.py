@@ -1,7 +1,19 @@
-"""Export of a trained classifier for serving (SavedModel) or phones (TFLite)."""
+"""Export of a trained classifier for serving (SavedModel) or phones (TFLite).
 
+Exported models take the images a client has: uint8 RGB, pixel values 0-255.
+The evaluation preprocessing of the training pipeline (a
+`hksan_keras.data.preprocessing_spec`: per-channel statistics, and for
+ImageNet-style data the resize and center crop) runs inside the exported
+graph, and is also written as `preprocessing.json` next to the model.
+"""
+
+import json
 import os
 import tempfile
+
+import numpy as np
+
+QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 
 
 def _refuse_existing(path):
@@ -9,51 +21,256 @@ def _refuse_existing(path):
         raise FileExistsError(f"{path} exists; choose a new path or remove it first.")
 
 
-def export_saved_model(model, path):
-    """Writes a TensorFlow SavedModel whose `serve` signature returns logits.
+def _check_spec(model, preprocessing):
+    if preprocessing is None:
+        raise ValueError(
+            "export needs the preprocessing of the training pipeline, so that the "
+            "exported model takes raw uint8 images: pass preprocessing=dataset."
+            "preprocessing (the pipelines of hksan_keras.data set it) or "
+            "hksan_keras.data.dataset_preprocessing('cifar10')."
+        )
+    size = tuple(model.inputs[0].shape[1:3])
+    if preprocessing["image_size"] is not None and None not in size:
+        if size != (preprocessing["image_size"],) * 2:
+            raise ValueError(
+                f"The model takes {size} images but the preprocessing makes "
+                f"{preprocessing['image_size']}x{preprocessing['image_size']} ones; "
+                "pass the preprocessing of the pipeline it was trained with."
+            )
+
+
+def raw_to_model_input(images, preprocessing):
+    """Raw images (uint8 or float pixel values 0-255) to the model's input.
 
     Args:
-        model: A `keras.Model`.
-        path: Directory to create; an existing one is never overwritten.
+        images: A batch (B, H, W, 3).
+        preprocessing: A `hksan_keras.data.preprocessing_spec`.
 
     Returns:
-        `path`.
-
-    Example:
-
-    >>> export_saved_model(distiller.student, "student_savedmodel")
-    >>> tf.saved_model.load("student_savedmodel").serve(images)
-    """
-    _refuse_existing(path)
-    model.export(path, format="tf_saved_model", verbose=False)
-    return path
-
-
-def export_tflite(model, path, optimize=False):
-    """Writes a TFLite flatbuffer of the model (float32, or dynamic-range int8).
-
-    Args:
-        model: A `keras.Model`.
-        path: The `.tflite` file to create; never overwritten.
-        optimize: Apply TFLite's default (dynamic-range) quantisation.
-
-    Returns:
-        `path`.
-
-    Example:
-
-    >>> export_tflite(distiller.student, "student.tflite")
+        Float32 images, resized as the spec says and normalised per channel.
     """
     import tensorflow as tf
 
+    from hksan_keras import data
+
+    x = tf.cast(images, tf.float32)
+    size = preprocessing["image_size"]
+    if preprocessing["resize"] == "shorter_side_then_center_crop":
+        x = data.center_crop(x, size)
+    elif preprocessing["resize"] == "center_square_then_resize":
+        x = data.center_square_then_resize(x, size)
+    mean = tf.constant(preprocessing["mean"], tf.float32)
+    std = tf.constant(preprocessing["std"], tf.float32)
+    return (x - mean) / std
+
+
+def _raw_input_shape(model, preprocessing):
+    if preprocessing["resize"] == "none":
+        return (None,) + tuple(model.inputs[0].shape[1:])
+    return (None, None, None, 3)
+
+
+def write_preprocessing(preprocessing, path):
+    """Writes a preprocessing spec as JSON (sorted keys, readable)."""
+    with open(path, "w") as f:
+        json.dump(preprocessing, f, indent=2, sort_keys=True)
+    return path
+
+
+def export_saved_model(model, path, preprocessing=None):
+    """Writes a SavedModel that serves raw uint8 images.
+
+    Signatures:
+
+    - `serving_default`: `images` uint8 (batch, H, W, 3) at the model's
+      size (any size when the preprocessing resizes) -> `probabilities`
+      (batch, classes) and `class_ids` (batch,).
+    - `serve_preprocessed`: `images` float32, already preprocessed as the
+      training pipeline does -> `logits`, `probabilities`, `class_ids`.
+    - `serve`: preprocessed float32 images -> logits (Keras's own endpoint).
+
+    `preprocessing.json` is written inside the SavedModel directory.
+
+    Args:
+        model: A `keras.Model` that outputs logits.
+        path: Directory to create; an existing one is never overwritten.
+        preprocessing: The `preprocessing` of the training pipeline
+            (`dataset.preprocessing`, or `data.dataset_preprocessing(name)`).
+
+    Returns:
+        `path`.
+
+    Example:
+
+    >>> export_saved_model(student, "student_savedmodel", train_ds.preprocessing)
+    >>> served = tf.saved_model.load("student_savedmodel")
+    >>> served.signatures["serving_default"](images=uint8_images)["class_ids"]
+    """
+    import keras
+    import tensorflow as tf
+
     _refuse_existing(path)
+    _check_spec(model, preprocessing)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    preprocessed_spec = tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32)
+
+    def outputs(logits):
+        logits = tf.cast(logits, tf.float32)
+        return {
+            "probabilities": tf.nn.softmax(logits, axis=-1),
+            "class_ids": tf.argmax(logits, axis=-1, output_type=tf.int32),
+        }
+
+    def serve_raw(images):
+        return outputs(model(raw_to_model_input(images, preprocessing), training=False))
+
+    def serve_preprocessed(images):
+        logits = tf.cast(model(images, training=False), tf.float32)
+        return {"logits": logits, **outputs(logits)}
+
+    archive.add_endpoint(
+        "serving_default", serve_raw,
+        input_signature=[tf.TensorSpec(_raw_input_shape(model, preprocessing), tf.uint8, name="images")],
+    )
+    archive.add_endpoint(
+        "serve_preprocessed", serve_preprocessed,
+        input_signature=[tf.TensorSpec(preprocessed_spec.shape, tf.float32, name="images")],
+    )
+    archive.add_endpoint(
+        "serve", lambda images: model(images, training=False), input_signature=[preprocessed_spec]
+    )
+    archive.write_out(path, verbose=False)
+    write_preprocessing(preprocessing, os.path.join(path, "preprocessing.json"))
+    return path
+
+
+def _representative_raw_images(representative_data, preprocessing, num_batches):
+    """Raw-pixel batches (float 0-255) from a pipeline of preprocessed batches."""
+    mean = np.asarray(preprocessing["mean"], "float32")
+    std = np.asarray(preprocessing["std"], "float32")
+    for count, batch in enumerate(representative_data):
+        if count >= num_batches:
+            break
+        images = batch[0] if isinstance(batch, (tuple, list)) else batch
+        for image in np.asarray(images):
+            # The pipelines normalise; the TFLite model reads raw pixels.
+            yield [np.clip(image * std + mean, 0, 255)[None].astype("float32")]
+
+
+def export_tflite(model, path, preprocessing=None, quantization="float32",
+                  representative_data=None, representative_batches=8):
+    """Writes a TFLite model that takes raw uint8 images.
+
+    Its input is uint8 (1, H, W, 3) at the model's size (resize on the
+    device as `preprocessing` says); the normalisation runs inside. Its
+    output is the class probabilities (batch, classes).
+
+    Args:
+        model: A `keras.Model` that outputs logits.
+        path: The `.tflite` file to create; never overwritten.
+        preprocessing: The training pipeline's `preprocessing`.
+        quantization: "float32"; "float16" (weights in float16); "dynamic"
+            (dynamic-range: int8 weights, float activations); "int8" (full
+            integer post-training quantisation: int8 weights and
+            activations, uint8 input, calibrated on `representative_data`).
+        representative_data: For "int8": a dataset of `(images, labels)`
+            batches from the training pipeline (preprocessed as it
+            yields them; they are mapped back to raw pixels here).
+        representative_batches: How many of its batches calibrate.
+
+    Returns:
+        `path`.
+
+    Example:
+
+    >>> export_tflite(student, "student_int8.tflite", train_ds.preprocessing,
+    ...               quantization="int8", representative_data=train_ds)
+    """
+    import keras
+    import tensorflow as tf
+
+    _refuse_existing(path)
+    _check_spec(model, preprocessing)
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}.")
+    if quantization == "int8" and representative_data is None:
+        raise ValueError(
+            "quantization='int8' calibrates on representative images: pass "
+            "representative_data=train_dataset (a few batches are read)."
+        )
+    height, width, channels = model.inputs[0].shape[1:]
+    raw = dict(preprocessing, resize="none")  # the device resizes; the model normalises
+    integer = quantization == "int8"
+
+    def classify(images):
+        logits = model(raw_to_model_input(images, raw), training=False)
+        return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
+
+    # Through a SavedModel, as Keras's own TFLite export does: the converter
+    # freezes the variables of a SavedModel (not those a tf.function captures).
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("serve", classify, input_signature=[tf.TensorSpec(
+        (1, height, width, channels), tf.float32 if integer else tf.uint8, name="images")])
     with tempfile.TemporaryDirectory() as saved_model_dir:
-        saved_model = os.path.join(saved_model_dir, "model")
-        model.export(saved_model, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
-        if optimize:
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        flatbuffer = converter.convert()
+        archive.write_out(saved_model_dir, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["serve"])
+        flatbuffer = _convert(converter, quantization, integer, representative_data,
+                              preprocessing, representative_batches)
     with open(path, "wb") as f:
         f.write(flatbuffer)
+    write_preprocessing(preprocessing, os.path.splitext(path)[0] + ".preprocessing.json")
     return path
+
+
+def _convert(converter, quantization, integer, representative_data, preprocessing,
+             representative_batches):
+    import tensorflow as tf
+
+    if quantization in ("float16", "dynamic", "int8"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if integer:
+        converter.representative_dataset = lambda: _representative_raw_images(
+            representative_data, preprocessing, representative_batches
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+        converter.inference_output_type = tf.uint8
+    return converter.convert()
+
+
+def tflite_predict(path, images):
+    """Class probabilities of a TFLite model from `export_tflite` on raw images.
+
+    Args:
+        path: The `.tflite` file.
+        images: uint8 images (N, H, W, 3) at the model's size.
+
+    Returns:
+        Float probabilities (N, classes) (dequantised for an int8 model).
+    """
+    import tensorflow as tf
+
+    interpreter = tf.lite.Interpreter(model_path=path)
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]
+    target = interpreter.get_output_details()[0]
+    in_scale, in_zero_point = source["quantization"]
+    results = []
+    for image in np.asarray(images):
+        value = image[None].astype("float32")
+        if in_scale:  # int8 model: quantise the raw pixels as calibrated
+            value = np.round(value / in_scale + in_zero_point)
+            info = np.iinfo(source["dtype"])
+            value = np.clip(value, info.min, info.max)
+        interpreter.set_tensor(source["index"], value.astype(source["dtype"]))
+        interpreter.invoke()
+        output = interpreter.get_tensor(target["index"]).astype("float32")
+        scale, zero_point = target["quantization"]
+        if scale:
+            output = (output - zero_point) * scale
+        results.append(output[0])
+    return np.stack(results)

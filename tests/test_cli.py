@@ -68,7 +68,8 @@ def test_every_subcommand_end_to_end(cifar_data_dir, tmp_path):
     hksan("export", *common, data_dir=cifar_data_dir)
     assert (run / "export" / "saved_model" / "saved_model.pb").is_file()
     hksan("export", *common, "--format=tflite", data_dir=cifar_data_dir)
-    assert (run / "export" / "student.tflite").stat().st_size > 10_000
+    assert (run / "export" / "student_float32.tflite").stat().st_size > 10_000
+    assert json.loads((run / "preprocessing.json").read_text())["mean"][0] == pytest.approx(125.31)
     again = hksan("export", *common, data_dir=cifar_data_dir, check=False)
     assert again.returncode == 2 and "exists" in again.stderr
 

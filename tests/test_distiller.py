@@ -146,12 +146,17 @@ def test_export_student_serves_the_same_logits_and_never_overwrites(teacher, stu
     distiller = hksan_keras.HKSANDistiller(teacher, student)
     _fit(distiller, batch)
     path = str(tmp_path / "student_savedmodel")
-    distiller.export_student(path)
+    with pytest.raises(ValueError, match="needs the preprocessing"):
+        distiller.export_student(path)
+    spec = hksan_keras.data.preprocessing_spec(((0.0,) * 3, (1.0,) * 3), 16)
+    distiller.export_student(path, preprocessing=spec)
     served = tf.saved_model.load(path)
     images = batch[0]
-    np.testing.assert_allclose(
-        served.serve(images).numpy(), distiller.predict(images, verbose=0), rtol=1e-5, atol=1e-5
-    )
+    expected = distiller.predict(images, verbose=0)
+    np.testing.assert_allclose(served.serve(images).numpy(), expected, rtol=1e-5, atol=1e-5)
+    preprocessed = served.signatures["serve_preprocessed"](images=tf.constant(images))
+    np.testing.assert_allclose(preprocessed["logits"].numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert os.path.isfile(os.path.join(path, "preprocessing.json"))
     with pytest.raises(FileExistsError, match="exists"):
         distiller.export_student(path)
     assert os.path.exists(os.path.join(path, "saved_model.pb"))

@@ -236,6 +236,9 @@ class Distiller(keras.Model):
         """
         from hksan_keras.callbacks import DivergenceGuard
 
+        if getattr(x, "preprocessing", None) is not None:
+            # Kept for export_student: what the served model must do to raw images.
+            self.preprocessing = x.preprocessing
         sample = first_batch(x, y, batch_size)
         if sample is not None:
             check_batch(
@@ -372,29 +375,46 @@ class Distiller(keras.Model):
             "accuracy": self.accuracy_tracker.result(),
         })
 
-    def export_student(self, filepath, format="tf_saved_model"):
-        """Exports the student alone for serving or phones.
+    def export_student(
+        self,
+        filepath,
+        format="tf_saved_model",
+        preprocessing=None,
+        quantization="float32",
+        representative_data=None,
+    ):
+        """Exports the student alone, taking raw uint8 images, for serving or phones.
 
         Args:
             filepath: Directory (SavedModel) or `.tflite` file to create; an
                 existing path is never overwritten.
             format: "tf_saved_model" or "tflite".
+            preprocessing: The training pipeline's preprocessing; defaults
+                to that of the dataset last given to `fit` (the pipelines of
+                `hksan_keras.data` carry it as `dataset.preprocessing`).
+            quantization: For TFLite: "float32", "float16", "dynamic" or
+                "int8" (see `hksan_keras.export.export_tflite`).
+            representative_data: For "int8": training batches to calibrate on.
 
         Returns:
             The path written.
 
         Example:
 
+        >>> distiller.fit(train_ds, epochs=10)
         >>> distiller.export_student("student_savedmodel")
         >>> served = tf.saved_model.load("student_savedmodel")
-        >>> logits = served.serve(images)
+        >>> served.signatures["serving_default"](images=uint8_images)
         """
         from hksan_keras import export
 
+        preprocessing = preprocessing or getattr(self, "preprocessing", None)
         if format == "tflite":
-            return export.export_tflite(self.student, filepath)
+            return export.export_tflite(
+                self.student, filepath, preprocessing, quantization, representative_data
+            )
         if format == "tf_saved_model":
-            return export.export_saved_model(self.student, filepath)
+            return export.export_saved_model(self.student, filepath, preprocessing)
         raise ValueError(f"format must be 'tf_saved_model' or 'tflite', got {format!r}.")
 
     def get_config(self):
