@@ -78,6 +78,12 @@ PROTOCOLS = {
             "hksan_adversarial_warmup_5": ("hksan", ["distill.hksan.adversarial_warmup_epochs=5"]),
             "hksan_no_class_head": ("hksan", ["distill.hksan.class_head=false"]),
             "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat"]),
+            # A stronger logit signal: the standardised distance is bounded
+            # by 4 and carries no scale, so weight 1 is far weaker than the
+            # raw L2 (and than KD) on a trained teacher.
+            "hksan_logit_standardized_10": ("hksan", ["distill.hksan.logit_weight=10"]),
+            "hksan_logit_relative_10": ("hksan", [
+                "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10"]),
         },
         "seeds": [0, 1, 2],
     },
@@ -128,8 +134,13 @@ def _summary(values):
 
 def run_config(experiment, protocol, config_path, variants, seeds, data_dir, overrides, runs_dir,
                teacher_path=None):
-    """Teacher once, then every (seed, variant); returns {variant: [run, ...]}."""
+    """Teacher once, then every (seed, variant); returns {variant: [run, ...]}.
+
+    A run that diverges (`DivergenceError`) is recorded as diverged, with its
+    message, and the protocol goes on.
+    """
     from hksan_keras import callbacks
+    from hksan_keras.callbacks import DivergenceError
 
     extra = list(overrides)
     overrides = protocol.get("overrides", []) + extra
@@ -164,9 +175,19 @@ def run_config(experiment, protocol, config_path, variants, seeds, data_dir, ove
                 data_dir=data_dir,
             )
             step = os.path.join(config["run_dir"], experiment.distill_step_name(method))
-            if not os.path.exists(os.path.join(step, "metrics.json")):
+            diverged = os.path.join(step, "diverged.json")
+            if not os.path.exists(os.path.join(step, "metrics.json")) and not os.path.exists(diverged):
                 print(f"== {base['name']} {name} seed {seed}", flush=True)
-                experiment.distill(config, verbose=0)
+                try:
+                    experiment.distill(config, verbose=0)
+                except DivergenceError as error:
+                    print(f"   diverged: {error}", flush=True)
+                    with open(diverged, "w") as f:
+                        json.dump({"message": str(error)}, f, indent=2)
+            if os.path.exists(diverged):
+                with open(diverged) as f:
+                    runs[name].append({"seed": seed, "diverged": json.load(f)["message"]})
+                continue
             with open(os.path.join(step, "metrics.json")) as f:
                 final = json.load(f)
             curve = [r["val_accuracy"] for r in callbacks.read_metrics(os.path.join(step, "metrics.jsonl"))]
@@ -190,11 +211,16 @@ def run_config(experiment, protocol, config_path, variants, seeds, data_dir, ove
 def summarise(results):
     for config in results["configs"].values():
         config["summary"] = {}
-        for name, runs in config["runs"].items():
+        for name, all_runs in config["runs"].items():
+            runs = [r for r in all_runs if "diverged" not in r]
+            if not all_runs:
+                continue
             if not runs:
+                config["summary"][name] = {"runs": 0, "diverged": len(all_runs)}
                 continue
             config["summary"][name] = {
                 "runs": len(runs),
+                "diverged": len(all_runs) - len(runs),
                 "best_epoch": _summary([100 * r["best_epoch_accuracy"] for r in runs]),
                 "last_epoch": _summary([100 * r["last_epoch_accuracy"] for r in runs]),
                 "seconds": _summary([r["seconds"] for r in runs]),
@@ -216,8 +242,12 @@ def markdown(results):
                   "| variant | runs | last epoch | best epoch | minutes per run |",
                   "|---|---|---|---|---|"]
         for variant, s in config["summary"].items():
+            if not s["runs"]:
+                lines.append(f"| {variant} | 0 ({s['diverged']} diverged) | - | - | - |")
+                continue
+            count = f"{s['runs']} (+{s['diverged']} diverged)" if s["diverged"] else s["runs"]
             lines.append(
-                f"| {variant} | {s['runs']} | {s['last_epoch']['mean']:.2f} ± {s['last_epoch']['std']:.2f} "
+                f"| {variant} | {count} | {s['last_epoch']['mean']:.2f} ± {s['last_epoch']['std']:.2f} "
                 f"| {s['best_epoch']['mean']:.2f} ± {s['best_epoch']['std']:.2f} | {s['seconds']['mean'] / 60:.1f} |")
         lines.append("")
     return "\n".join(lines)
@@ -233,6 +263,7 @@ def plot(results, path):
     figure, axes = plt.subplots(1, len(configs), figsize=(7 * len(configs), 5), squeeze=False)
     for axis, (name, config) in zip(axes[0], configs.items()):
         for variant, runs in config["runs"].items():
+            runs = [r for r in runs if "diverged" not in r]
             if not runs:
                 continue
             length = min(len(r["accuracy_per_epoch"]) for r in runs)

@@ -130,14 +130,34 @@ class DivergenceGuard(keras.callbacks.Callback):
         super().__init__()
         self.sample_images = sample_images
         self._epoch = 0
+        self._history = []
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._history = []  # (batch, running means) of the finite batches
+
+    def _growth(self):
+        """Each term's last finite batch value over its first one this epoch.
+
+        The logs hold running means over the epoch, so a batch's own value
+        is recovered from two consecutive means.
+        """
+        if len(self._history) < 3:
+            return {}
+        (b1, m1), (b2, m2) = self._history[-2], self._history[-1]
+        first = self._history[0][1]
+        growth = {}
+        for name in m2:
+            last = (b2 + 1) * m2[name] - (b1 + 1) * m1[name]
+            growth[name] = (abs(last) / max(abs(first[name]), 1e-8), first[name], last)
+        return growth
 
     def on_train_batch_end(self, batch, logs=None):
         values = _plain(logs)
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if not bad:
+            # The epoch's first batch and the two latest are all that is read.
+            self._history = self._history[:1] + self._history[1:][-1:] + [(batch, values)]
             return
         # An infinite term is the cause and a NaN its consequence when they
         # show in the same step; otherwise the method's own order.
@@ -147,11 +167,23 @@ class DivergenceGuard(keras.callbacks.Callback):
             order.index(name) if name in order else len(order),
         ))
         step = int(self.model.optimizer.iterations.numpy())
+        terms = [t for t in getattr(self.model, "LOSS_TERMS", ()) if t in values]
+        growth = {t: g for t, g in self._growth().items() if t in terms}
+        grew = ""
+        if growth and len(bad) > 1:
+            # Everything goes NaN in one step once the weights are broken;
+            # the term that blew up before that is the lead.
+            suspect = max(growth, key=lambda t: growth[t][0])
+            _, first, last = growth[suspect]
+            grew = (
+                f" Before that, '{suspect}' grew the most: {first:.3g} on the epoch's "
+                f"first batch, {last:.3g} on the last finite one."
+            )
         raise DivergenceError(
             f"Training diverged at step {step} (epoch {self._epoch + 1}, batch "
             f"{batch + 1}): '{bad[0]}' became {values[bad[0]]} first"
             + (f" (also non-finite: {', '.join(bad[1:])})" if len(bad) > 1 else "")
-            + ". " + " ".join(self._causes())
+            + "." + grew + " " + " ".join(self._causes())
             + " Training was stopped before this epoch's end: the last checkpoint "
             "written (BackupAndRestore, at the previous save) holds the last good weights."
         )

@@ -66,7 +66,7 @@ def standardize(x, axis=-1):
     return centered * ops.rsqrt(variance + 1e-6)
 
 
-LOGIT_DISTANCES = ("squared", "standardized", "l1")
+LOGIT_DISTANCES = ("squared", "standardized", "relative", "l1")
 
 
 def logit_matching_loss(teacher_logits, student_logits, distance="squared"):
@@ -78,7 +78,11 @@ def logit_matching_loss(teacher_logits, student_logits, distance="squared"):
         distance: "squared": `mean((l_S - l_T)^2)` (KSANC's L2; grows with
             the square of the teacher's logit scale); "standardized": the
             same between `standardize(l_S)` and `standardize(l_T)` (in
-            [0, 4], independent of either network's logit scale); "l1":
+            [0, 4], independent of either network's logit scale);
+            "relative": the squared distance divided by the batch mean of
+            the teacher's per-example logit variance (a constant: the
+            student still matches the teacher's logits, scale included, but
+            the term's size no longer grows with that scale); "l1":
             `mean(|l_S - l_T|)` (Xu et al.).
 
     Returns:
@@ -95,6 +99,10 @@ def logit_matching_loss(teacher_logits, student_logits, distance="squared"):
         return ops.mean(
             ops.square(standardize(student_logits) - standardize(teacher_logits))
         )
+    if distance == "relative":
+        centered = teacher_logits - ops.mean(teacher_logits, axis=-1, keepdims=True)
+        scale = ops.stop_gradient(ops.mean(ops.square(centered))) + 1e-6
+        return ops.mean(ops.square(student_logits - teacher_logits)) / scale
     if distance == "l1":
         return logit_l1_loss(teacher_logits, student_logits)
     raise ValueError(f"distance must be one of {LOGIT_DISTANCES}, got {distance!r}.")
