@@ -49,6 +49,8 @@ DEFAULTS = {
         "dataset": "cifar10",
         "data_dir": None,
         "manual_dir": None,
+        # Download and prepare a TFDS dataset that is not prepared yet.
+        "download": True,
         "train_split": "train",
         "test_split": "test",
         "train_size": None,

@@ -230,23 +230,36 @@ def make_pipeline(
     return dataset.batch(batch_size).prefetch(autotune)
 
 
-def _prepared_builder(name, data_dir, manual_dir=None):
+def _prepared_builder(name, data_dir, manual_dir=None, download=True):
+    """A TFDS builder whose data is prepared, downloading it first if allowed."""
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=resolve_data_dir(data_dir))
     if builder.is_prepared():
         return builder
-    if manual_dir:
-        builder.download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+    if not download and not manual_dir:
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and "
+            "downloading is off. Pass data_dir (or set TFDS_DATA_DIR) to the "
+            "directory that holds it, or allow downloading (download=True, "
+            "data.download=true)."
         )
-        return builder
-    raise FileNotFoundError(
-        f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r}. "
-        "Pass data_dir (or set TFDS_DATA_DIR) to the directory that holds "
-        "it; for imagenet2012 pass manual_dir, the folder with ILSVRC2012's "
-        "tar files, to prepare it once."
-    )
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir) if manual_dir else None
+    try:
+        # As tfds.load does: download and prepare on first use, with TFDS's
+        # own progress bars, into data_dir or TFDS's default directory.
+        builder.download_and_prepare(download_config=config)
+    except Exception as error:  # noqa: BLE001 - any failure gets the same explanation
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise FileNotFoundError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir!r} and could "
+            f"not be downloaded and prepared there ({type(error).__name__}: {reason[:200]}). "
+            "Connect to the internet, or pass data_dir (or set TFDS_DATA_DIR) to a "
+            "directory that holds it prepared"
+            + ("; imagenet2012 needs manual_dir, the folder with ILSVRC2012's tar files."
+               if name == "imagenet2012" else ".")
+        ) from None
+    return builder
 
 
 def tfds_dataset(
@@ -259,12 +272,14 @@ def tfds_dataset(
     take=None,
     image_size=224,
     seed=None,
+    download=True,
 ):
     """A pipeline over any TFDS image-classification dataset.
 
-    Prepared data in `data_dir` (or $TFDS_DATA_DIR) is read as is and nothing
-    is downloaded; `imagenet2012` is prepared from `manual_dir` when it is not
-    prepared yet.
+    Prepared data in `data_dir` (or $TFDS_DATA_DIR, else TFDS's default
+    directory) is read as is; a dataset not prepared there is downloaded and
+    prepared first, as `tfds.load` does (`imagenet2012` from `manual_dir`),
+    unless `download=False`.
 
     Args:
         name: TFDS name: "cifar10", "cifar100", "imagenet2012", or any other
@@ -277,6 +292,7 @@ def tfds_dataset(
         take: Use only the first `take` examples of the split.
         image_size: Output size for non-CIFAR datasets.
         seed: Seed of shuffling and augmentation.
+        download: Download and prepare the dataset when it is not prepared.
 
     Returns:
         A batched `tf.data.Dataset` of (images, labels).
@@ -286,7 +302,7 @@ def tfds_dataset(
     >>> train = tfds_dataset("cifar10", "train", training=True,
     ...                      data_dir="../shared/data/tensorflow_datasets")
     """
-    builder = _prepared_builder(name, data_dir, manual_dir)
+    builder = _prepared_builder(name, data_dir, manual_dir, download)
     dataset = builder.as_dataset(split=split, as_supervised=True)
     if take is not None:
         dataset = dataset.take(take)

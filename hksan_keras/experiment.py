@@ -163,7 +163,7 @@ def load_data(config, role="student"):
                 spec[key] = config["teacher"][key]
     common = dict(
         data_dir=spec["data_dir"], manual_dir=spec["manual_dir"],
-        image_size=spec["image_size"],
+        image_size=spec["image_size"], download=spec["download"],
     )
     train = data.tfds_dataset(
         spec["dataset"], spec["train_split"], spec["batch_size"], training=True,

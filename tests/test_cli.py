@@ -142,7 +142,7 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_step_backup(cifar_data_dir
     (["--set=distill.epoch=3"], "Unknown config key 'distill.epoch'"),
     (["--set=distill.epochs=three"], "'distill.epochs' expects int"),
     (["--set=teacher.model=resnet9"], "teacher.model is 'resnet9'"),
-    (["--data_dir=/nonexistent/tfds"], "not prepared in '/nonexistent/tfds"),
+    (["--data_dir=/nonexistent/tfds", "--set=data.download=false"], "not prepared in '/nonexistent/tfds"),
     (["--verbose=loud"], "Flags parsing error: flag --verbose=loud"),
 ])
 def test_bad_input_ends_with_one_clear_message(args, message, tmp_path):

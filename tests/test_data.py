@@ -62,8 +62,26 @@ def test_same_seed_same_batches_new_epoch_new_draws(cifar_data_dir):
 
 
 def test_missing_dataset_names_the_directory_and_the_fix(tmp_path):
-    with pytest.raises(FileNotFoundError, match="not prepared in .*Pass data_dir"):
+    with pytest.raises(FileNotFoundError, match="not prepared in .*downloading is off.*Pass data_dir"):
+        data.tfds_dataset("cifar100", "train", data_dir=str(tmp_path), download=False)
+
+
+def test_a_missing_dataset_is_downloaded_and_prepared_as_tfds_load_does(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    calls = []
+
+    def offline(self, download_config=None, **kwargs):
+        calls.append(self.data_dir)
+        raise ConnectionError("Failed to establish a new connection: network unreachable")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", offline)
+    with pytest.raises(FileNotFoundError) as caught:
         data.tfds_dataset("cifar100", "train", data_dir=str(tmp_path))
+    message = str(caught.value)
+    assert calls and calls[0].startswith(str(tmp_path))
+    assert "'cifar100'" in message and str(tmp_path) in message and "\n" not in message
+    assert "could not be downloaded" in message and "ConnectionError" in message
 
 
 def test_arrays_and_image_folders(tmp_path):
