@@ -14,6 +14,7 @@ import os
 import time
 
 import keras
+import numpy as np
 
 from hksan_keras import data, models
 from hksan_keras.checks import check_teacher_is_trained
@@ -531,6 +532,74 @@ def run_experiment(config, verbose=1):
         else:
             run_step()
     return evaluate(config)
+
+
+def raw_test_images(config):
+    """The config's test images as a client has them: uint8, with their labels.
+
+    Images of ImageNet-style datasets are resized and center-cropped to the
+    model's size (as the evaluation does) and rounded back to uint8, so that
+    every artifact, TFLite included, reads the same pixels.
+
+    Returns:
+        `(images, labels)` numpy arrays.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    spec = config["data"]
+    builder = data._prepared_builder(spec["dataset"], spec["data_dir"], spec["manual_dir"],
+                                     spec["download"])
+    dataset = builder.as_dataset(split=spec["test_split"], as_supervised=True)
+    if spec["test_size"] is not None:
+        dataset = dataset.take(spec["test_size"])
+    prep = preprocessing(config)
+    if prep["resize"] != "none":
+        dataset = dataset.map(lambda image, label: (tf.cast(tf.clip_by_value(tf.round(
+            data.center_crop(tf.cast(image, tf.float32), prep["image_size"])), 0, 255), tf.uint8), label))
+    images, labels = [], []
+    for image, label in tfds.as_numpy(dataset.batch(1000)):
+        images.append(image)
+        labels.append(label)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def report(config, model_path=None, latency_runs=100):
+    """The compression report of a run: teacher, distilled student, its TFLite exports.
+
+    Exports into `<run_dir>/report/` (never overwritten) and measures every
+    artifact on the config's raw test images (see `hksan_keras.report`).
+
+    Args:
+        config: A resolved config.
+        model_path: The student (`.keras` classifier or distiller); defaults
+            to the run's distilled student of the last epoch.
+        latency_runs: Timed runs per artifact.
+
+    Returns:
+        The rows, also in `<run_dir>/report/report.json`.
+    """
+    from hksan_keras import report as reports
+
+    step = distill_step_name(config["distill"]["method"])
+    path = model_path or os.path.join(config["run_dir"], step, "last_student.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No model at {path}; run distill first, or pass --model.")
+    student = keras.saving.load_model(path)
+    if isinstance(student, Distiller):
+        student = student.student
+    teacher = keras.saving.load_model(_teacher_path(config))
+    train, _, num_classes, _ = load_data(config)
+    for model, where in ((student, path), (teacher, _teacher_path(config))):
+        check_model_fits(model, config, num_classes, where)
+    images, labels = raw_test_images(config)
+    rows = reports.compression_report(
+        teacher, student, images, labels, preprocessing(config),
+        os.path.join(config["run_dir"], "report"), representative_data=train,
+        latency_runs=latency_runs)
+    print(f"Compression report ({len(labels)} test images, {path}):")
+    print(reports.format_report(rows), flush=True)
+    return rows
 
 
 def preprocessing(config):

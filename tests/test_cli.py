@@ -70,6 +70,10 @@ def test_every_subcommand_end_to_end(cifar_data_dir, tmp_path):
     hksan("export", *common, "--format=tflite", data_dir=cifar_data_dir)
     assert (run / "export" / "student_float32.tflite").stat().st_size > 10_000
     assert json.loads((run / "preprocessing.json").read_text())["mean"][0] == pytest.approx(125.31)
+    out = hksan("report", *common, data_dir=cifar_data_dir)
+    rows = json.loads((run / "report" / "report.json").read_text())["rows"]
+    assert len(rows) == 6 and "student (TFLite, int8)" in out.stdout
+    assert json.loads((run / "report" / "report.json").read_text())["test_images"] == 128
     again = hksan("export", *common, data_dir=cifar_data_dir, check=False)
     assert again.returncode == 2 and "exists" in again.stderr
 
