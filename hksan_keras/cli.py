@@ -6,6 +6,7 @@
     hksan-keras evaluate      --config=... [--model=path.keras]
     hksan-keras export        --config=... [--model=path.keras] [--format=tflite]
     hksan-keras report        --config=... [--model=path.keras]   (compression report)
+    hksan-keras visualize     --config=... [--model=distiller.keras]   (attention and curves PNGs)
     hksan-keras experiment    --config=...   (teacher, student, distill, evaluate)
 
 Every command takes --set=key.path=value overrides, --mixed_precision=
@@ -19,7 +20,7 @@ import sys
 from absl import app, flags, logging
 
 COMMANDS = ("train-teacher", "train-student", "distill", "evaluate", "export", "report",
-            "experiment")
+            "visualize", "experiment")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Experiment config, a JSON file (see configs/).")
@@ -29,7 +30,7 @@ flags.DEFINE_multi_string(
 flags.DEFINE_string("run_dir", None, "Run directory (default: the config's, else runs/<name>).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: data.data_dir, else $TFDS_DATA_DIR).")
 flags.DEFINE_string("method", None, "distill/experiment/export: the method (student, kd, dkd, fitnets, at, nst, anc, xu, hksan); overrides distill.method.")
-flags.DEFINE_string("model", None, "evaluate/export/report: a .keras model instead of the run's own.")
+flags.DEFINE_string("model", None, "evaluate/export/report/visualize: a .keras model instead of the run's own.")
 flags.DEFINE_enum("format", "tf_saved_model", ["tf_saved_model", "tflite"], "export: the format.")
 flags.DEFINE_enum("quantization", "float32", ["float32", "float16", "dynamic", "int8"], "export --format=tflite: float32, float16 weights, dynamic-range int8 weights, or full-integer int8 (calibrated on training images).")
 flags.DEFINE_enum("mixed_precision", None, ["float32", "mixed_float16", "mixed_bfloat16"], "Keras dtype policy of the models; overrides the config's mixed_precision.")
@@ -66,6 +67,8 @@ def _main(command, argv):
             experiment.distill(config, FLAGS.verbose)
         elif command == "evaluate":
             experiment.evaluate(config, FLAGS.model)
+        elif command == "visualize":
+            experiment.visualize(config, FLAGS.model)
         elif command == "report":
             experiment.report(config, FLAGS.model)
         elif command == "export":

@@ -37,6 +37,9 @@ DEFAULTS = {
     "seed": 0,
     # BackupAndRestore every this many steps (null: at every epoch's end).
     "backup_every_steps": None,
+    # HKSAN: write the attention maps of 8 test images to TensorBoard every
+    # this many epochs (0: never).
+    "attention_images_every_epochs": 1,
     # "float32", "mixed_float16" (GPUs) or "mixed_bfloat16" (TPUs, recent
     # CPUs and GPUs); loss terms stay float32 in every case.
     "mixed_precision": "float32",

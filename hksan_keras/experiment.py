@@ -39,8 +39,10 @@ from hksan_keras.distillers import (
     METHODS,
     AdversarialDistiller,
     Distiller,
+    HKSANDistiller,
     StageDistiller,
 )
+from hksan_keras.visualize import AttentionImages
 
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -408,6 +410,10 @@ def distill(config, verbose=1):
             initial_best=step.best_so_far(),
         )
     ]
+    if isinstance(distiller, HKSANDistiller) and config["attention_images_every_epochs"]:
+        callbacks.append(AttentionImages(
+            next(iter(test))[0][:8], os.path.join(step.directory, "logs"),
+            config["attention_images_every_epochs"], preprocessing(config)))
     distiller.fit(train, validation_data=test, epochs=epochs,
                   callbacks=callbacks, verbose=verbose)
     distiller.student.save(os.path.join(step.directory, "last_student.keras"))
@@ -600,6 +606,40 @@ def report(config, model_path=None, latency_runs=100):
     print(f"Compression report ({len(labels)} test images, {path}):")
     print(reports.format_report(rows), flush=True)
     return rows
+
+
+def visualize(config, model_path=None, num_images=8):
+    """Attention maps of the run's HKSAN distiller and its learning curves, as PNGs.
+
+    Writes `<run_dir>/visualize/attention.png` (per row: a test image, then
+    per stage the teacher's and the student's attention over it) and
+    `curves.png` (accuracy and every loss term per epoch of each step).
+
+    Args:
+        config: A resolved config.
+        model_path: An `HKSANDistiller` `.keras` file; defaults to the run's.
+        num_images: How many test images to draw.
+
+    Returns:
+        The paths written.
+    """
+    from hksan_keras import visualize as pictures
+
+    path = model_path or os.path.join(config["run_dir"], "distill", "distiller.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No HKSAN distiller at {path}; run distill first, or pass --model.")
+    directory = os.path.join(config["run_dir"], "visualize")
+    if os.path.exists(directory):
+        raise FileExistsError(f"{directory} exists; remove it to draw the pictures again.")
+    distiller = keras.saving.load_model(path)
+    if not isinstance(distiller, HKSANDistiller):
+        raise ConfigError(f"{path} holds a {type(distiller).__name__}; attention maps need an HKSANDistiller.")
+    _, test, _, _ = load_data(config)
+    images = next(iter(test))[0][:num_images]
+    written = pictures.visualize_run(distiller, images, preprocessing(config), config["run_dir"], directory)
+    print(f"wrote {written['attention']}" + (f" and {written['curves']}" if written["curves"] else ""),
+          flush=True)
+    return written
 
 
 def preprocessing(config):

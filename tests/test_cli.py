@@ -70,6 +70,10 @@ def test_every_subcommand_end_to_end(cifar_data_dir, tmp_path):
     hksan("export", *common, "--format=tflite", data_dir=cifar_data_dir)
     assert (run / "export" / "student_float32.tflite").stat().st_size > 10_000
     assert json.loads((run / "preprocessing.json").read_text())["mean"][0] == pytest.approx(125.31)
+    out = hksan("visualize", *common, data_dir=cifar_data_dir)
+    for picture in ("attention.png", "curves.png"):
+        assert (run / "visualize" / picture).stat().st_size > 1000, picture
+    assert any((run / "distill" / "logs" / "attention").glob("*tfevents*"))
     out = hksan("report", *common, data_dir=cifar_data_dir)
     rows = json.loads((run / "report" / "report.json").read_text())["rows"]
     assert len(rows) == 6 and "student (TFLite, int8)" in out.stdout
