@@ -6,12 +6,17 @@
 #
 #   bash scripts/quickstart.sh [DATA_DIR] [CONFIG]
 #
-# DATA_DIR: a TFDS data directory holding cifar10 (default: $TFDS_DATA_DIR,
-# else ../shared/data/tensorflow_datasets). CONFIG: default
+# DATA_DIR: a TFDS data directory (default: $TFDS_DATA_DIR, else
+# ../shared/data/tensorflow_datasets where it exists, else TFDS's own default,
+# ~/tensorflow_datasets). CIFAR-10 is downloaded and prepared there on first
+# use if it is not there yet. CONFIG: default
 # configs/cifar10_resnet56_resnet20_quick.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-data_dir="${1:-${TFDS_DATA_DIR:-../shared/data/tensorflow_datasets}}"
+data_dir="${1:-${TFDS_DATA_DIR:-}}"
+if [ -z "$data_dir" ] && [ -d ../shared/data/tensorflow_datasets ]; then
+  data_dir=../shared/data/tensorflow_datasets
+fi
 config="${2:-configs/cifar10_resnet56_resnet20_quick.json}"
 if [ ! -d .venv ]; then
   python3 -m venv .venv
@@ -19,4 +24,4 @@ fi
 . .venv/bin/activate
 python -m pip install -q -e .
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
-hksan-keras experiment --config="$config" --data_dir="$data_dir" --verbose=0
+hksan-keras experiment --config="$config" ${data_dir:+--data_dir="$data_dir"} --verbose=0
