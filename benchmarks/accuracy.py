@@ -84,6 +84,9 @@ PROTOCOLS = {
             "hksan_logit_standardized_10": ("hksan", ["distill.hksan.logit_weight=10"]),
             "hksan_logit_relative_10": ("hksan", [
                 "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10"]),
+            "hksan_logit_relative_10_no_adversarial": ("hksan", [
+                "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10",
+                "distill.hksan.adversarial_weight=0"]),
         },
         "seeds": [0, 1, 2],
     },
