@@ -84,6 +84,11 @@ PROTOCOLS = {
             "hksan_logit_standardized_10": ("hksan", ["distill.hksan.logit_weight=10"]),
             "hksan_logit_relative_10": ("hksan", [
                 "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10"]),
+            # k = sum(M * L): the guide only steers the attention, so the
+            # match cannot be made by the guide projection alone.
+            "hksan_logit_relative_10_pooled": ("hksan", [
+                "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10",
+                "distill.hksan.squeeze_target=pooled"]),
             "hksan_logit_relative_10_no_adversarial": ("hksan", [
                 "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10",
                 "distill.hksan.adversarial_weight=0"]),
