@@ -52,6 +52,9 @@ PROTOCOLS = {
             "hksan_no_adversarial": ("hksan", ["distill.hksan.adversarial_weight=0"]),
             "hksan_no_squeeze": ("hksan", ["distill.hksan.squeeze_weight=0"]),
             "hksan_discriminator_steps_2": ("hksan", ["distill.hksan.discriminator_steps=2"]),
+            # ANC with the first scale-free logit term (standardised, weight 1).
+            "anc_standardized": ("anc", [
+                "distill.anc.logit_distance=standardized", "distill.anc.logit_weight=1"]),
         },
         "seeds": [0, 1, 2],
     },
@@ -63,35 +66,43 @@ PROTOCOLS = {
         "teacher_protocol": "cpu-small",
         "configs": [CPU_SMALL_CONFIG],
         "overrides": ["data.test_split=train[40000:]"],
+        # Every variant spells out its logit term, so that its runs keep
+        # their meaning when the defaults change.
         "variants": {
             "kd": ("kd", []),
-            "hksan": ("hksan", []),
+            # Standardised logits (weight 1): the first scale-free default.
+            "hksan_standardized": ("hksan", [
+                "distill.hksan.logit_distance=standardized", "distill.hksan.logit_weight=1"]),
+            "hksan_standardized_no_adversarial": ("hksan", [
+                "distill.hksan.logit_distance=standardized", "distill.hksan.logit_weight=1",
+                "distill.hksan.adversarial_weight=0"]),
+            "hksan_standardized_squeeze_1": ("hksan", [
+                "distill.hksan.logit_distance=standardized", "distill.hksan.logit_weight=1",
+                "distill.hksan.squeeze_weight=1"]),
             # The defaults before the scale-free terms: raw L2 on logits,
             # features squeezed as they come.
             "hksan_raw_scale": ("hksan", [
-                "distill.hksan.logit_distance=squared", "distill.hksan.normalize_features=false"]),
-            "hksan_no_adversarial": ("hksan", ["distill.hksan.adversarial_weight=0"]),
-            "hksan_squeeze_1": ("hksan", ["distill.hksan.squeeze_weight=1"]),
-            "hksan_pooled": ("hksan", ["distill.hksan.squeeze_target=pooled"]),
-            "hksan_d_probabilities": ("hksan", ["distill.hksan.discriminator_input=probabilities"]),
-            "hksan_least_squares_gan": ("hksan", ["distill.hksan.gan_loss=least_squares"]),
-            "hksan_adversarial_warmup_5": ("hksan", ["distill.hksan.adversarial_warmup_epochs=5"]),
-            "hksan_no_class_head": ("hksan", ["distill.hksan.class_head=false"]),
-            "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat"]),
-            # A stronger logit signal: the standardised distance is bounded
-            # by 4 and carries no scale, so weight 1 is far weaker than the
-            # raw L2 (and than KD) on a trained teacher.
-            "hksan_logit_standardized_10": ("hksan", ["distill.hksan.logit_weight=10"]),
+                "distill.hksan.logit_distance=squared", "distill.hksan.logit_weight=1",
+                "distill.hksan.normalize_features=false"]),
+            # Relative logits (L2 over the teacher's logit variance), weight
+            # 10: the raw L2's signal (weight ~0.7 for this teacher) without
+            # its dependence on the teacher's scale. The chosen default.
             "hksan_logit_relative_10": ("hksan", [
                 "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10"]),
+            "hksan_logit_relative_10_no_adversarial": ("hksan", [
+                "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10",
+                "distill.hksan.adversarial_weight=0"]),
             # k = sum(M * L): the guide only steers the attention, so the
             # match cannot be made by the guide projection alone.
             "hksan_logit_relative_10_pooled": ("hksan", [
                 "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10",
                 "distill.hksan.squeeze_target=pooled"]),
-            "hksan_logit_relative_10_no_adversarial": ("hksan", [
-                "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10",
-                "distill.hksan.adversarial_weight=0"]),
+            # Defined, not run yet: one change each from the default.
+            "hksan_d_probabilities": ("hksan", ["distill.hksan.discriminator_input=probabilities"]),
+            "hksan_least_squares_gan": ("hksan", ["distill.hksan.gan_loss=least_squares"]),
+            "hksan_adversarial_warmup_5": ("hksan", ["distill.hksan.adversarial_warmup_epochs=5"]),
+            "hksan_no_class_head": ("hksan", ["distill.hksan.class_head=false"]),
+            "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat"]),
         },
         "seeds": [0, 1, 2],
     },
@@ -141,7 +152,7 @@ def _summary(values):
 
 
 def run_config(experiment, protocol, config_path, variants, seeds, data_dir, overrides, runs_dir,
-               teacher_path=None):
+               teacher_path=None, read_only=False):
     """Teacher once, then every (seed, variant); returns {variant: [run, ...]}.
 
     A run that diverges (`DivergenceError`) is recorded as diverged, with its
@@ -166,6 +177,8 @@ def run_config(experiment, protocol, config_path, variants, seeds, data_dir, ove
         teacher_root = os.path.join(runs_dir, owner["root"], base["name"]) + suffix
         teacher_metrics = os.path.join(teacher_root, "teacher", "metrics.json")
         if not os.path.exists(teacher_metrics):
+            if read_only:
+                sys.exit(f"--read_only: no trained teacher at {teacher_metrics}.")
             experiment.train_classifier(dict(teacher_config, run_dir=teacher_root), "teacher", verbose=0)
         with open(teacher_metrics) as f:
             teacher = json.load(f)
@@ -185,6 +198,8 @@ def run_config(experiment, protocol, config_path, variants, seeds, data_dir, ove
             step = os.path.join(config["run_dir"], experiment.distill_step_name(method))
             diverged = os.path.join(step, "diverged.json")
             if not os.path.exists(os.path.join(step, "metrics.json")) and not os.path.exists(diverged):
+                if read_only:
+                    continue
                 print(f"== {base['name']} {name} seed {seed}", flush=True)
                 try:
                     experiment.distill(config, verbose=0)
@@ -278,7 +293,7 @@ def plot(results, path):
             mean = [100 * statistics.mean(r["accuracy_per_epoch"][e] for r in runs) for e in range(length)]
             axis.plot(range(1, length + 1), mean, label=variant,
                       linewidth=2.5 if variant.startswith("hksan") else 1.2)
-        axis.set_title(f"{name} (mean of {len(results['seeds'])} seeds)")
+        axis.set_title(f"{name} (mean over each variant's runs)")
         axis.set_xlabel("epoch")
         axis.set_ylabel("test accuracy (%)")
         axis.grid(alpha=0.3)
@@ -301,6 +316,9 @@ def main():
     parser.add_argument("--results_dir", default=os.path.join("benchmarks", "results"))
     parser.add_argument("--output_name", default=None,
                         help="File name of the results (default: the protocol's name).")
+    parser.add_argument("--read_only", action="store_true",
+                        help="Train nothing: summarise the finished runs only (seeds may then differ "
+                             "between variants; each row says how many runs it has).")
     parser.add_argument("--hardware", default="2 CPU cores (no GPU), TensorFlow on the CPU")
     args = parser.parse_args()
 
@@ -326,7 +344,8 @@ def main():
     for config_path in protocol["configs"]:
         name = os.path.splitext(os.path.basename(config_path))[0]
         results["configs"][name] = run_config(
-            experiment, protocol, config_path, variants, seeds, args.data_dir, args.set, args.runs_dir, args.teacher)
+            experiment, protocol, config_path, variants, seeds, args.data_dir, args.set, args.runs_dir,
+            args.teacher, args.read_only)
     results["seconds_this_invocation"] = time.time() - start
     summarise(results)
 

@@ -17,7 +17,7 @@ class ConfigError(ValueError):
 
 # The discriminator settings shared by the adversarial methods.
 _DISCRIMINATOR = {
-    "logit_distance": "standardized",
+    "logit_distance": "relative",
     "adversarial_weight": 0.1,
     "adversarial_warmup_epochs": 0.0,
     "gan_loss": "vanilla",
@@ -108,7 +108,7 @@ DEFAULTS = {
         "at": {"at_weight": 1000.0, "p": 2.0, "label_weight": 1.0},
         "nst": {"nst_weight": 50.0, "label_weight": 1.0},
         "anc": {
-            "logit_weight": 1.0,
+            "logit_weight": 10.0,
             "label_weight": 1.0,
             **_DISCRIMINATOR,
             "class_head": False,
@@ -127,7 +127,7 @@ DEFAULTS = {
             "squeeze_target": "guided",
             "normalize_guide": False,
             "descriptor_units": 128,
-            "logit_weight": 1.0,
+            "logit_weight": 10.0,
             "squeeze_weight": 0.1,
             "squeeze_distance": "squared",
             "label_weight": 1.0,

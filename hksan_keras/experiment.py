@@ -540,6 +540,17 @@ def run_experiment(config, verbose=1):
     return evaluate(config)
 
 
+def _load_student(config, model_path=None):
+    """`(student, path)`: `model_path` (a classifier or a distiller's student),
+    else the run's distilled student of the last epoch."""
+    step = distill_step_name(config["distill"]["method"])
+    path = model_path or os.path.join(config["run_dir"], step, "last_student.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No model at {path}; run distill first, or pass --model.")
+    model = keras.saving.load_model(path)
+    return (model.student if isinstance(model, Distiller) else model), path
+
+
 def raw_test_images(config):
     """The config's test images as a client has them: uint8, with their labels.
 
@@ -587,13 +598,7 @@ def report(config, model_path=None, latency_runs=100):
     """
     from hksan_keras import report as reports
 
-    step = distill_step_name(config["distill"]["method"])
-    path = model_path or os.path.join(config["run_dir"], step, "last_student.keras")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No model at {path}; run distill first, or pass --model.")
-    student = keras.saving.load_model(path)
-    if isinstance(student, Distiller):
-        student = student.student
+    student, path = _load_student(config, model_path)
     teacher = keras.saving.load_model(_teacher_path(config))
     train, _, num_classes, _ = load_data(config)
     for model, where in ((student, path), (teacher, _teacher_path(config))):
@@ -664,13 +669,7 @@ def export(config, model_path=None, format="tf_saved_model", quantization="float
     """
     from hksan_keras import export as exporters
 
-    step = distill_step_name(config["distill"]["method"])
-    path = model_path or os.path.join(config["run_dir"], step, "last_student.keras")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No model at {path}; run distill first, or pass --model.")
-    model = keras.saving.load_model(path)
-    if isinstance(model, Distiller):
-        model = model.student
+    model, path = _load_student(config, model_path)
     check_model_fits(model, config, None, path)
     spec = preprocessing(config)
     directory = os.path.join(config["run_dir"], "export")

@@ -84,15 +84,20 @@ def _saved_model_row(name, model, path, raw_images, labels, latency_runs):
         batch = tf.constant(raw_images[start:start + 250])
         predictions.append(serve(images=batch)["class_ids"].numpy())
     predictions = np.concatenate(predictions)
+    latency = _median_latency_ms(
+        lambda image: serve(images=tf.constant(image)), raw_images[:1], latency_runs)
+    return _row(name, model, path, float(np.mean(predictions == labels)), latency)
+
+
+def _row(name, model, path, accuracy, latency_ms):
     return {
         "model": name,
         "artifact": path,
         "weights": int(model.count_params()),
         "macs_per_image": count_macs(model),
         "file_bytes": _size(path),
-        "accuracy": float(np.mean(predictions == labels)),
-        "latency_ms_batch1": _median_latency_ms(
-            lambda image: serve(images=tf.constant(image)), raw_images[:1], latency_runs),
+        "accuracy": accuracy,
+        "latency_ms_batch1": latency_ms,
     }
 
 
@@ -115,15 +120,8 @@ def _tflite_row(name, model, path, raw_images, labels, latency_runs):
         interpreter.set_tensor(source["index"], value)
         interpreter.invoke()
 
-    return {
-        "model": name,
-        "artifact": path,
-        "weights": int(model.count_params()),
-        "macs_per_image": count_macs(model),
-        "file_bytes": _size(path),
-        "accuracy": float(np.mean(np.argmax(probabilities, axis=-1) == labels)),
-        "latency_ms_batch1": _median_latency_ms(invoke, image, latency_runs),
-    }
+    accuracy = float(np.mean(np.argmax(probabilities, axis=-1) == labels))
+    return _row(name, model, path, accuracy, _median_latency_ms(invoke, image, latency_runs))
 
 
 def compression_report(teacher, student, raw_images, labels, preprocessing, directory,

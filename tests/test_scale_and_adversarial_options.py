@@ -53,6 +53,19 @@ def test_standardized_logit_distance_ignores_the_teachers_scale_and_shift():
         losses.logit_matching_loss(teacher, student, "cosine")
 
 
+def test_relative_logit_distance_is_the_squared_one_over_the_teachers_variance():
+    rng = np.random.default_rng(5)
+    teacher = rng.normal(size=(8, 10)).astype("float32") * 3
+    student = rng.normal(size=(8, 10)).astype("float32")
+    centered = teacher - teacher.mean(axis=1, keepdims=True)
+    expected = np.mean((student - teacher) ** 2) / np.mean(centered**2)
+    np.testing.assert_allclose(float(losses.logit_matching_loss(teacher, student, "relative")),
+                               expected, rtol=1e-4)
+    # Both networks 100 times larger: the same value (the raw one grows 10^4 times).
+    np.testing.assert_allclose(
+        float(losses.logit_matching_loss(100 * teacher, 100 * student, "relative")), expected, rtol=1e-4)
+
+
 def test_normalized_features_make_squeezed_knowledge_scale_free():
     rng = np.random.default_rng(2)
     maps = [rng.normal(size=(2, 8, 8, 16)).astype("float32"),

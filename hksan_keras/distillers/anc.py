@@ -9,15 +9,16 @@ from hksan_keras.distillers.adversarial import AdversarialDistiller
 class ANCDistiller(AdversarialDistiller):
     """Adversarial distillation on the logits, with logit regression.
 
-        L_S = label_weight * CE(y, l_S) + logit_weight * mean((z(l_S) - z(l_T))^2)
+        L_S = label_weight * CE(y, l_S) + logit_weight * mean((l_S - l_T)^2) / var(l_T)
             + adversarial_weight * BCE(D(l_S), real)
         L_D = BCE(D(l_T), real) + BCE(D(l_S), fake)
             + fake_as_real_weight * BCE(D(dropout(l_S)), real) + mu * |W_D|
 
-    z standardises the logits of each example (`logit_distance=
-    "standardized"`, the default of every adversarial distiller here, so that
-    no teacher's logit scale makes training diverge); `logit_distance=
-    "squared"` gives ANC's raw L2. D has a source output only (no class head: that is HKSAN's and KSANC's
+    var(l_T) is the batch mean of the teacher's per-example logit variance
+    (`logit_distance="relative"`, the default of HKSAN and ANC, so that no
+    teacher's logit scale makes training diverge; weight 10 as HKSAN's);
+    `logit_distance="squared", logit_weight=1` gives ANC's raw L2. D has a
+    source output only (no class head: that is HKSAN's and KSANC's
     addition); the dropout-perturbed student samples shown as real are ANC's
     regulariser. The discriminator, its optimizer and the weights shared with
     HKSAN have HKSAN's defaults, so the two differ exactly by the squeezed

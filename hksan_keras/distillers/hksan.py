@@ -46,7 +46,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
     once on the batch, makes `discriminator_steps` discriminator updates with
     `d_optimizer`, then one update of the student side with `optimizer`:
 
-        L_S = logit_weight * mean((z(l_S) - z(l_T))^2)
+        L_S = logit_weight * mean((l_S - l_T)^2) / var(l_T)
             + squeeze_weight * sum_i mean((k_S^i - k_T^i)^2)
             + adversarial_weight * [BCE(D_src(l_S), real) + CE(y, D_cls(l_S))]
             + label_weight * CE(y, l_S)
@@ -58,12 +58,13 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             + fake_as_real_weight * BCE(D_src(dropout(l_S)), real)
             + discriminator_regularization * (L1 + L2 of D's kernels)
 
-    z standardises each example's logits (`logit_distance="standardized"`;
-    "squared" gives KSANC's raw L2), and with `normalize_features` every
-    stage map is divided by its root mean square before it is squeezed: with
-    both, no term depends on the scale of the teacher's logits or features,
-    so an untrained or differently scaled teacher cannot make training
-    diverge.
+    var(l_T) is the batch mean of the teacher's per-example logit variance,
+    a constant (`logit_distance="relative"`; "squared" gives KSANC's raw L2,
+    "standardized" compares z-scored logits), and with `normalize_features`
+    every stage map is divided by its root mean square before it is
+    squeezed: with both, no term grows with the scale of the teacher's
+    logits or features, so an untrained or differently scaled teacher cannot
+    make training diverge.
 
     Task-driven teacher attention: by default (`train_teacher_attention=True`)
     the teacher's estimators and task heads are trained during distillation
@@ -154,7 +155,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         squeeze_target="guided",
         normalize_guide=False,
         descriptor_units=128,
-        logit_weight=1.0,
+        logit_weight=10.0,
         squeeze_weight=0.1,
         squeeze_distance="squared",
         adversarial_weight=0.1,

@@ -38,6 +38,7 @@ class ConditionalAdversarialDistiller(AdversarialDistiller):
     CONDITIONAL = True
     DEFAULT_LOGIT_DISTANCE = "l1"
 
-    def __init__(self, teacher, student, fake_as_real_weight=0.0, **kwargs):
+    def __init__(self, teacher, student, fake_as_real_weight=0.0, logit_weight=1.0, **kwargs):
         kwargs.setdefault("name", "conditional_adversarial_distiller")
-        super().__init__(teacher, student, fake_as_real_weight=fake_as_real_weight, **kwargs)
+        super().__init__(teacher, student, fake_as_real_weight=fake_as_real_weight,
+                         logit_weight=logit_weight, **kwargs)
