@@ -17,7 +17,8 @@ on held-out images:
   teacher's per-image variation that the student reproduces (0: no better
   than a constant, which the biases can learn; 1: exact);
 - `guide_share`: E||g_S||^2 / E||k_S||^2, how much of the student's squeezed
-  vector is the guide shift rather than attention-pooled features.
+  vector is the guide shift rather than attention-pooled features (n/a with
+  squeeze_target="pooled", where k has no guide shift).
 
 Writes the numbers as JSON next to the distiller (squeeze_diagnostic.json).
 """
@@ -55,13 +56,15 @@ def diagnose(distiller, dataset):
             student_k = [np.concatenate([a, b]) for a, b in zip(student_k, batch[0])]
             teacher_k = [np.concatenate([a, b]) for a, b in zip(teacher_k, batch[1])]
             guide_k = [np.concatenate([a, b]) for a, b in zip(guide_k, batch[2])]
+    pooled = distiller.squeeze_target == "pooled"  # k carries no guide shift then
     stages = []
     for k_s, k_t, g in zip(student_k, teacher_k, guide_k):
         error = float(np.mean(np.sum((k_s - k_t) ** 2, axis=-1)))
         variation = float(np.mean(np.sum((k_t - k_t.mean(axis=0)) ** 2, axis=-1)))
         stages.append({
             "matched": 1.0 - error / variation,
-            "guide_share": float(np.mean(np.sum(g**2, axis=-1)) / np.mean(np.sum(k_s**2, axis=-1))),
+            "guide_share": None if pooled else float(
+                np.mean(np.sum(g**2, axis=-1)) / np.mean(np.sum(k_s**2, axis=-1))),
             "squared_error": error,
             "teacher_variation": variation,
         })
@@ -108,7 +111,8 @@ def main():
     dataset = data.tfds_dataset(args.dataset, args.split, 250, training=False, data_dir=args.data_dir)
     stages = diagnose(distiller, dataset)
     for i, stage in enumerate(stages, start=1):
-        print(f"stage {i}: matched {stage['matched']:.3f}  guide_share {stage['guide_share']:.3f}  "
+        share = "n/a" if stage["guide_share"] is None else f"{stage['guide_share']:.3f}"
+        print(f"stage {i}: matched {stage['matched']:.3f}  guide_share {share}  "
               f"error {stage['squared_error']:.3f}  teacher variation {stage['teacher_variation']:.3f}")
     path = os.path.join(os.path.dirname(args.distiller), "squeeze_diagnostic.json")
     with open(path, "w") as f:
