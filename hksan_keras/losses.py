@@ -69,7 +69,13 @@ def standardize(x, axis=-1):
 LOGIT_DISTANCES = ("squared", "standardized", "relative", "l1")
 
 
-def logit_matching_loss(teacher_logits, student_logits, distance="squared"):
+def teacher_logit_variance(teacher_logits):
+    """Batch mean of the teacher's per-example logit variance (the "relative" scale)."""
+    centered = teacher_logits - ops.mean(teacher_logits, axis=-1, keepdims=True)
+    return ops.mean(ops.square(centered))
+
+
+def logit_matching_loss(teacher_logits, student_logits, distance="squared", scale=None):
     """Distance between teacher and student logits, averaged over classes and batch.
 
     Args:
@@ -84,6 +90,10 @@ def logit_matching_loss(teacher_logits, student_logits, distance="squared"):
             student still matches the teacher's logits, scale included, but
             the term's size no longer grows with that scale); "l1":
             `mean(|l_S - l_T|)` (Xu et al.).
+        scale: For "relative", the teacher's logit variance to divide by
+            (default: `teacher_logit_variance` of this batch; a distiller
+            passes it averaged over replicas, so that the term does not
+            depend on how the global batch is split).
 
     Returns:
         Scalar loss.
@@ -100,8 +110,9 @@ def logit_matching_loss(teacher_logits, student_logits, distance="squared"):
             ops.square(standardize(student_logits) - standardize(teacher_logits))
         )
     if distance == "relative":
-        centered = teacher_logits - ops.mean(teacher_logits, axis=-1, keepdims=True)
-        scale = ops.stop_gradient(ops.mean(ops.square(centered))) + 1e-6
+        if scale is None:
+            scale = teacher_logit_variance(teacher_logits)
+        scale = ops.stop_gradient(scale) + 1e-6
         return ops.mean(ops.square(student_logits - teacher_logits)) / scale
     if distance == "l1":
         return logit_l1_loss(teacher_logits, student_logits)

@@ -7,7 +7,12 @@ from keras import ops
 
 from hksan_keras import losses
 from hksan_keras.discriminators import LogitDiscriminator
-from hksan_keras.distillers.base import Distiller, check_weights, num_replicas
+from hksan_keras.distillers.base import (
+    Distiller,
+    check_weights,
+    cross_replica_mean,
+    num_replicas,
+)
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -277,8 +282,11 @@ class AdversarialDistiller(Distiller):
         terms["adversarial_loss"] = losses.adversarial_student_loss(
             labels, sources[1], classes[1] if classes else None, self.gan_loss
         )
+        scale = None
+        if self.logit_distance == "relative":
+            scale = cross_replica_mean(losses.teacher_logit_variance(teacher["logits"]))
         terms["logit_loss"] = losses.logit_matching_loss(
-            teacher["logits"], student["logits"], self.logit_distance
+            teacher["logits"], student["logits"], self.logit_distance, scale
         )
         return terms
 

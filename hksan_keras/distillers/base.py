@@ -55,6 +55,20 @@ def num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def cross_replica_mean(value):
+    """The mean of a per-replica value over all replicas (itself without a strategy).
+
+    For statistics of the local batch that must be those of the global batch
+    (replicas hold equal slices of it).
+    """
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+
+
 def _per_replica_report(logs):
     """The step's metric results, shaped for Keras's cross-worker reduction.
 
