@@ -41,15 +41,16 @@ def diagnose(distiller, dataset):
         A list (shallow to deep) of dicts with "matched", "guide_share",
         "squared_error" and "teacher_variation".
     """
-    from keras import ops
-
     student_k, teacher_k, guide_k = None, None, None
+    estimators = distiller.student_squeeze.estimators
     for images, _ in dataset:
         out = distiller.squeeze(images)
-        guides = _student_guide_shifts(distiller, images)
+        # g_i = Dense(guide_i): the guide shift inside the student's k_i.
+        shifts = [estimator.guide_projection(guide)
+                  for estimator, guide in zip(estimators, out["student"]["guides"])]
         batch = ([np.asarray(k) for k in out["student"]["squeezed"]],
                  [np.asarray(k) for k in out["teacher"]["squeezed"]],
-                 [np.asarray(ops.convert_to_numpy(g)) for g in guides])
+                 [np.asarray(g) for g in shifts])
         if student_k is None:
             student_k, teacher_k, guide_k = batch
         else:
@@ -69,29 +70,6 @@ def diagnose(distiller, dataset):
             "teacher_variation": variation,
         })
     return stages
-
-
-def _student_guide_shifts(distiller, images):
-    """The student's g_i = Dense(guide_i) per stage, recomputed as the layer does."""
-    from keras import ops
-
-    squeeze = distiller.student_squeeze
-    features = list(distiller.student_features(images, training=False)[:-1])
-    if squeeze.normalize_features:
-        features = [f * ops.rsqrt(ops.mean(ops.square(f), axis=(1, 2, 3), keepdims=True) + 1e-6)
-                    for f in features]
-    descriptor = ops.mean(squeeze.descriptor(features[-1]), axis=(1, 2))
-    squeezed = distiller.squeeze(images)["student"]["squeezed"]
-    shifts = []
-    for i in range(len(features)):
-        guide = descriptor
-        if squeeze.hierarchy == "hierarchical" and i < len(features) - 1:
-            above = squeezed[i + 1]
-            if squeeze.normalize_guide:
-                above = above * ops.rsqrt(ops.mean(ops.square(above), axis=-1, keepdims=True) + 1e-6)
-            guide = ops.concatenate([descriptor, above], axis=-1)
-        shifts.append(squeeze.estimators[i].guide_projection(guide))
-    return shifts
 
 
 def main():

@@ -10,6 +10,11 @@ HIERARCHIES = ("hierarchical", "flat")
 SQUEEZE_TARGETS = ("guided", "pooled")
 
 
+def _rms_normalize(x, axis):
+    """x over its root mean square along `axis` (finite for an all-zero x)."""
+    return x * ops.rsqrt(ops.mean(ops.square(x), axis=axis, keepdims=True) + 1e-6)
+
+
 @keras.saving.register_keras_serializable(package="hksan_keras")
 class TaskDrivenAttention(keras.layers.Layer):
     """Squeezes one feature map into one vector with guided spatial attention.
@@ -141,8 +146,8 @@ class HierarchicalSqueeze(keras.layers.Layer):
 
     Returns (from `call`):
         A dict with lists, shallow to deep: `"squeezed"` (batch, F_i),
-        `"attention"` (batch, H_i, W_i) and `"task_logits"`
-        (batch, num_classes).
+        `"attention"` (batch, H_i, W_i), `"task_logits"`
+        (batch, num_classes) and `"guides"` (the guide each estimator got).
 
     Example:
 
@@ -235,13 +240,7 @@ class HierarchicalSqueeze(keras.layers.Layer):
     def call(self, stage_features):
         stage_features = list(stage_features)
         if self.normalize_features:
-            stage_features = [
-                feature
-                * ops.rsqrt(
-                    ops.mean(ops.square(feature), axis=(1, 2, 3), keepdims=True) + 1e-6
-                )
-                for feature in stage_features
-            ]
+            stage_features = [_rms_normalize(f, axis=(1, 2, 3)) for f in stage_features]
         descriptor = ops.mean(self.descriptor(stage_features[-1]), axis=(1, 2))
         if self.channel_transform:
             stage_features = [
@@ -253,16 +252,15 @@ class HierarchicalSqueeze(keras.layers.Layer):
         num_stages = len(stage_features)
         squeezed = [None] * num_stages
         attention = [None] * num_stages
+        guides = [None] * num_stages
         for i in reversed(range(num_stages)):
             guide = descriptor
             if self.hierarchy == "hierarchical" and i < num_stages - 1:
                 above = squeezed[i + 1]
                 if self.normalize_guide:
-                    above = ops.stop_gradient(above)
-                    above = above * ops.rsqrt(
-                        ops.mean(ops.square(above), axis=-1, keepdims=True) + 1e-6
-                    )
+                    above = _rms_normalize(ops.stop_gradient(above), axis=-1)
                 guide = ops.concatenate([descriptor, above], axis=-1)
+            guides[i] = guide
             squeezed[i], attention[i] = self.estimators[i](
                 [stage_features[i], guide]
             )
@@ -271,6 +269,7 @@ class HierarchicalSqueeze(keras.layers.Layer):
             "squeezed": squeezed,
             "attention": attention,
             "task_logits": task_logits,
+            "guides": guides,
         }
 
     def get_config(self):

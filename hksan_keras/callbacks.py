@@ -198,8 +198,8 @@ class DivergenceGuard(keras.callbacks.Callback):
                 f"The teacher's logits reach |{largest:.1f}| on a training batch"
                 + (
                     " (large: an untrained teacher, or raw distances such as "
-                    "logit_distance='squared' that grow with its scale; "
-                    "logit_distance='standardized' and normalize_features=True "
+                    "logit_distance='squared' that grow with its scale; the "
+                    "defaults, logit_distance='relative' and normalize_features=True, "
                     "do not)."
                     if largest > 50
                     else "."

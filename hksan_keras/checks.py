@@ -77,8 +77,8 @@ def check_batch(images, labels, num_classes, image_shape):
     Raises:
         ValueError: Empty batch, wrong image rank or channels, labels out of
             range or of another width.
-        TypeError: Integer labels stored as floats that are not whole
-            numbers, or labels that are not numbers at all.
+        TypeError: Class-index labels of a float dtype, or labels that are
+            not numbers at all.
     """
     images = np.asarray(images)
     labels = np.asarray(labels)

@@ -133,6 +133,26 @@ def center_square_then_resize(images, image_size):
     return tf.image.resize(images, (image_size, image_size))
 
 
+def resize_raw(images, preprocessing):
+    """Raw images of any size to the model's size, as the spec's evaluation does.
+
+    Args:
+        images: A batch (B, H, W, 3) of raw pixel values (any dtype).
+        preprocessing: A `preprocessing_spec`.
+
+    Returns:
+        Float32 images (unchanged in size when the spec's resize is "none").
+    """
+    import tensorflow as tf
+
+    images = tf.cast(images, tf.float32)
+    if preprocessing["resize"] == "shorter_side_then_center_crop":
+        return center_crop(images, preprocessing["image_size"])
+    if preprocessing["resize"] == "center_square_then_resize":
+        return center_square_then_resize(images, preprocessing["image_size"])
+    return images
+
+
 def preprocessing_spec(stats, image_size=None, resize="none"):
     """What the evaluation pipeline does to a raw image, as plain data.
 
@@ -230,7 +250,7 @@ def make_pipeline(
     return dataset.batch(batch_size).prefetch(autotune)
 
 
-def _prepared_builder(name, data_dir, manual_dir=None, download=True):
+def prepared_builder(name, data_dir, manual_dir=None, download=True):
     """A TFDS builder whose data is prepared, downloading it first if allowed."""
     import tensorflow_datasets as tfds
 
@@ -302,7 +322,7 @@ def tfds_dataset(
     >>> train = tfds_dataset("cifar10", "train", training=True,
     ...                      data_dir="../shared/data/tensorflow_datasets")
     """
-    builder = _prepared_builder(name, data_dir, manual_dir, download)
+    builder = prepared_builder(name, data_dir, manual_dir, download)
     dataset = builder.as_dataset(split=split, as_supervised=True)
     if take is not None:
         dataset = dataset.take(take)

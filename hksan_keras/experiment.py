@@ -565,15 +565,15 @@ def raw_test_images(config):
     import tensorflow_datasets as tfds
 
     spec = config["data"]
-    builder = data._prepared_builder(spec["dataset"], spec["data_dir"], spec["manual_dir"],
-                                     spec["download"])
+    builder = data.prepared_builder(spec["dataset"], spec["data_dir"], spec["manual_dir"],
+                                    spec["download"])
     dataset = builder.as_dataset(split=spec["test_split"], as_supervised=True)
     if spec["test_size"] is not None:
         dataset = dataset.take(spec["test_size"])
     prep = preprocessing(config)
     if prep["resize"] != "none":
         dataset = dataset.map(lambda image, label: (tf.cast(tf.clip_by_value(tf.round(
-            data.center_crop(tf.cast(image, tf.float32), prep["image_size"])), 0, 255), tf.uint8), label))
+            data.resize_raw(image[None], prep)[0]), 0, 255), tf.uint8), label))
     images, labels = [], []
     for image, label in tfds.as_numpy(dataset.batch(1000)):
         images.append(image)
@@ -599,9 +599,10 @@ def report(config, model_path=None, latency_runs=100):
     from hksan_keras import report as reports
 
     student, path = _load_student(config, model_path)
-    teacher = keras.saving.load_model(_teacher_path(config))
+    teacher_path = _teacher_path(config)
+    teacher = keras.saving.load_model(teacher_path)
     train, _, num_classes, _ = load_data(config)
-    for model, where in ((student, path), (teacher, _teacher_path(config))):
+    for model, where in ((student, path), (teacher, teacher_path)):
         check_model_fits(model, config, num_classes, where)
     images, labels = raw_test_images(config)
     rows = reports.compression_report(

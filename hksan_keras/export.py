@@ -53,12 +53,7 @@ def raw_to_model_input(images, preprocessing):
 
     from hksan_keras import data
 
-    x = tf.cast(images, tf.float32)
-    size = preprocessing["image_size"]
-    if preprocessing["resize"] == "shorter_side_then_center_crop":
-        x = data.center_crop(x, size)
-    elif preprocessing["resize"] == "center_square_then_resize":
-        x = data.center_square_then_resize(x, size)
+    x = data.resize_raw(images, preprocessing)
     mean = tf.constant(preprocessing["mean"], tf.float32)
     std = tf.constant(preprocessing["std"], tf.float32)
     return (x - mean) / std
@@ -242,6 +237,25 @@ def _convert(converter, quantization, integer, representative_data, preprocessin
     return converter.convert()
 
 
+def quantize_input(images, input_detail):
+    """Raw images as a TFLite input tensor wants them (quantised for an int8 model).
+
+    Args:
+        images: Raw pixel values (N, H, W, 3).
+        input_detail: An entry of `Interpreter.get_input_details()`.
+
+    Returns:
+        An array of the input's dtype.
+    """
+    values = np.asarray(images).astype("float32")
+    scale, zero_point = input_detail["quantization"]
+    if scale:  # int8 model: quantise the raw pixels as calibrated
+        values = np.round(values / scale + zero_point)
+        info = np.iinfo(input_detail["dtype"])
+        values = np.clip(values, info.min, info.max)
+    return values.astype(input_detail["dtype"])
+
+
 def tflite_predict(path, images):
     """Class probabilities of a TFLite model from `export_tflite` on raw images.
 
@@ -258,15 +272,9 @@ def tflite_predict(path, images):
     interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]
     target = interpreter.get_output_details()[0]
-    in_scale, in_zero_point = source["quantization"]
     results = []
     for image in np.asarray(images):
-        value = image[None].astype("float32")
-        if in_scale:  # int8 model: quantise the raw pixels as calibrated
-            value = np.round(value / in_scale + in_zero_point)
-            info = np.iinfo(source["dtype"])
-            value = np.clip(value, info.min, info.max)
-        interpreter.set_tensor(source["index"], value.astype(source["dtype"]))
+        interpreter.set_tensor(source["index"], quantize_input(image[None], source))
         interpreter.invoke()
         output = interpreter.get_tensor(target["index"]).astype("float32")
         scale, zero_point = target["quantization"]

@@ -104,17 +104,13 @@ def _row(name, model, path, accuracy, latency_ms):
 def _tflite_row(name, model, path, raw_images, labels, latency_runs):
     import tensorflow as tf
 
-    from hksan_keras.export import tflite_predict
+    from hksan_keras.export import quantize_input, tflite_predict
 
     probabilities = tflite_predict(path, raw_images)
     interpreter = tf.lite.Interpreter(model_path=path)
     interpreter.allocate_tensors()
     source = interpreter.get_input_details()[0]
-    scale, zero_point = source["quantization"]
-    image = raw_images[:1].astype("float32")
-    if scale:
-        image = np.clip(np.round(image / scale + zero_point), 0, 255)
-    image = image.astype(source["dtype"])
+    image = quantize_input(raw_images[:1], source)
 
     def invoke(value):
         interpreter.set_tensor(source["index"], value)

@@ -357,9 +357,7 @@ class Distiller(keras.Model):
                     continue
                 loss = loss + weight * ops.cast(terms[term], "float32")
             if self.student.losses:
-                loss = loss + ops.cast(
-                    ops.sum([ops.cast(l, "float32") for l in self.student.losses]), "float32"
-                )
+                loss = loss + ops.sum([ops.cast(l, "float32") for l in self.student.losses])
             # Each replica holds a slice of the global batch and gradients are
             # summed across replicas, so dividing by the replica count makes
             # the update that of the global-batch mean.
