@@ -97,7 +97,14 @@ PROTOCOLS = {
             "hksan_logit_relative_10_pooled": ("hksan", [
                 "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10",
                 "distill.hksan.squeeze_target=pooled"]),
-            # Defined, not run yet: one change each from the default.
+            # One change each from the default (relative logits, weight 10).
+            # Hinton's soft targets (T=4) added to the logit L2.
+            "hksan_kd_1": ("hksan", ["distill.hksan.kd_weight=1"]),
+            # A stronger logit term.
+            "hksan_logit_relative_30": ("hksan", ["distill.hksan.logit_weight=30"]),
+            # A stronger squeeze term, with the guides that allow it.
+            "hksan_squeeze_0.3_normalized_guide": ("hksan", [
+                "distill.hksan.squeeze_weight=0.3", "distill.hksan.normalize_guide=true"]),
             "hksan_d_probabilities": ("hksan", ["distill.hksan.discriminator_input=probabilities"]),
             "hksan_least_squares_gan": ("hksan", ["distill.hksan.gan_loss=least_squares"]),
             "hksan_adversarial_warmup_5": ("hksan", ["distill.hksan.adversarial_warmup_epochs=5"]),

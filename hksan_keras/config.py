@@ -18,6 +18,8 @@ class ConfigError(ValueError):
 # The discriminator settings shared by the adversarial methods.
 _DISCRIMINATOR = {
     "logit_distance": "relative",
+    "kd_weight": 0.0,
+    "kd_temperature": 4.0,
     "adversarial_weight": 0.1,
     "adversarial_warmup_epochs": 0.0,
     "gan_loss": "vanilla",

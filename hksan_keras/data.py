@@ -57,13 +57,19 @@ def _cifar_augment(image, label, seed):
     return image, label
 
 
-def _resized_crop_augment(image_size):
+def _resized_crop_augment(image_size, encoded=False):
+    """Random resized crop + flip; with `encoded`, of a JPEG string.
+
+    A JPEG is decoded only inside the crop window (`decode_and_crop_jpeg`):
+    an ImageNet image is decoded at a fraction of its size.
+    """
     import tensorflow as tf
 
     def augment(image, label, seed):
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
+        shape = tf.image.extract_jpeg_shape(image) if encoded else tf.shape(image)
         begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.shape(image),
+            shape,
             bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
             seed=seeds[0],
             min_object_covered=0.0,
@@ -72,8 +78,12 @@ def _resized_crop_augment(image_size):
             max_attempts=10,
             use_image_if_no_bounding_boxes=True,
         )
-        image = tf.slice(image, begin, size)
-        image = tf.image.resize(image, (image_size, image_size))
+        if encoded:
+            window = tf.stack([begin[0], begin[1], size[0], size[1]])
+            image = tf.image.decode_and_crop_jpeg(image, window, channels=3)
+        else:
+            image = tf.slice(image, begin, size)
+        image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size))
         image = tf.image.stateless_random_flip_left_right(image, seeds[1])
         return image, label
 
@@ -105,8 +115,12 @@ def center_crop(images, image_size):
     return tf.image.resize_with_crop_or_pad(images, image_size, image_size)
 
 
-def _center_crop(image_size):
+def _center_crop(image_size, encoded=False):
+    import tensorflow as tf
+
     def crop(image, label):
+        if encoded:
+            image = tf.cast(tf.io.decode_jpeg(image, channels=3), tf.float32)
         return center_crop(image, image_size), label
 
     return crop
@@ -206,7 +220,9 @@ def make_pipeline(
     """Turns a dataset of single `(image, label)` pairs into batches.
 
     Args:
-        dataset: `tf.data.Dataset` of (image uint8/float in [0, 255], label).
+        dataset: `tf.data.Dataset` of (image uint8/float in [0, 255], label);
+            images may be encoded strings when `augment` and `preprocess`
+            decode them.
         batch_size: Batch size.
         training: Shuffle and augment.
         stats: `(mean, std)` per channel, in the [0, 255] scale.
@@ -225,18 +241,22 @@ def make_pipeline(
     mean, std = (tf.constant(v, tf.float32) for v in stats)
 
     def to_float(image, label):
-        return tf.cast(image, tf.float32), tf.cast(label, tf.int64)
+        if image.dtype != tf.string:
+            image = tf.cast(image, tf.float32)
+        return image, tf.cast(label, tf.int64)
 
     def normalize(image, label):
-        return (image - mean) / std, label
+        return (tf.cast(image, tf.float32) - mean) / std, label
 
-    dataset = dataset.map(to_float, num_parallel_calls=autotune)
+    # Cached and shuffled as they come (uint8: a quarter of float32's
+    # memory); cast afterwards, which gives the same values.
     if cache:
         dataset = dataset.cache()
     if training:
         dataset = dataset.shuffle(
             SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True
         )
+    dataset = dataset.map(to_float, num_parallel_calls=autotune)
     if training and augment is not None:
         dataset = tf.data.Dataset.zip(
             (dataset, _random_seeds(seed if seed is not None else 0))
@@ -322,8 +342,19 @@ def tfds_dataset(
     >>> train = tfds_dataset("cifar10", "train", training=True,
     ...                      data_dir="../shared/data/tensorflow_datasets")
     """
+    import tensorflow_datasets as tfds
+
     builder = prepared_builder(name, data_dir, manual_dir, download)
-    dataset = builder.as_dataset(split=split, as_supervised=True)
+    # ImageNet: files read in shuffled order when training, JPEGs decoded in
+    # the pipeline's map (cropped while decoding), not by TFDS.
+    encoded = name == "imagenet2012"
+    dataset = builder.as_dataset(
+        split=split,
+        as_supervised=True,
+        shuffle_files=training and encoded,
+        read_config=tfds.ReadConfig(shuffle_seed=seed) if training and encoded else None,
+        decoders={"image": tfds.decode.SkipDecoding()} if encoded else None,
+    )
     if take is not None:
         dataset = dataset.take(take)
     if name in CIFAR_STATS:
@@ -334,9 +365,9 @@ def tfds_dataset(
     else:
         pipeline = make_pipeline(
             dataset, batch_size, training, IMAGENET_STATS,
-            augment=_resized_crop_augment(image_size),
-            preprocess=_center_crop(image_size), seed=seed,
-            cache=name != "imagenet2012",
+            augment=_resized_crop_augment(image_size, encoded),
+            preprocess=_center_crop(image_size, encoded), seed=seed,
+            cache=not encoded,
         )
     pipeline.preprocessing = dataset_preprocessing(name, image_size)
     return pipeline
@@ -443,7 +474,8 @@ def folder_dataset(directory, batch_size=64, training=False, image_size=224, see
         directory,
         batch_size=None,
         image_size=(image_size, image_size),
-        shuffle=validation_split is not None,
+        # Training reads the files in a seeded random order, not class by class.
+        shuffle=training or validation_split is not None,
         seed=seed if seed is not None else 0,
         validation_split=validation_split,
         subset=subset,

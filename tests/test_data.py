@@ -107,3 +107,35 @@ def test_arrays_and_image_folders(tmp_path):
     assert sorted(next(iter(evaluation))[1].numpy().tolist()) == sorted(labels.tolist())
     with pytest.raises(FileNotFoundError, match="does not exist"):
         data.folder_dataset(str(tmp_path / "missing"))
+
+
+def test_uint8_and_float_images_give_the_same_training_batches():
+    # The cache holds images as they come (uint8) and casts afterwards: the
+    # batches must be those of float32 input, shuffle and augmentation included.
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(40) % 10
+    stats = ((120.0, 115.0, 100.0), (60.0, 60.0, 60.0))
+    as_uint8 = data.array_dataset(images, labels, batch_size=16, training=True, seed=3, stats=stats)
+    as_float = data.array_dataset(images.astype("float32"), labels, batch_size=16, training=True,
+                                  seed=3, stats=stats)
+    for (x8, y8), (xf, yf) in zip(_first_batches(as_uint8, 3), _first_batches(as_float, 3)):
+        np.testing.assert_array_equal(y8, yf)
+        np.testing.assert_allclose(x8, xf, rtol=0, atol=1e-6)
+
+
+def test_jpeg_crop_while_decoding_matches_decode_then_crop():
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    smooth = np.kron(rng.integers(0, 256, size=(12, 16, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+    encoded = tf.io.encode_jpeg(smooth, quality=95)
+    decoded = tf.cast(tf.io.decode_jpeg(encoded, channels=3), tf.float32)
+    seed = tf.constant([5, 7], tf.int64)
+    from_jpeg, _ = data._resized_crop_augment(32, encoded=True)(encoded, 0, seed)
+    from_pixels, _ = data._resized_crop_augment(32)(decoded, 0, seed)
+    assert from_jpeg.shape == (32, 32, 3) and from_jpeg.dtype == tf.float32
+    # Same window, same flip; libjpeg may round a few pixels differently.
+    assert float(tf.reduce_mean(tf.abs(from_jpeg - from_pixels))) < 2.0
+    evaluated, _ = data._center_crop(32, encoded=True)(encoded, 0)
+    np.testing.assert_allclose(evaluated, data.center_crop(decoded, 32), atol=1e-4)

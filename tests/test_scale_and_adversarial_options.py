@@ -112,6 +112,7 @@ def test_least_squares_gan_loss_by_hand():
     {"discriminator_input": "standardized"},
     {"gan_loss": "least_squares"},
     {"class_head": False},
+    {"kd_weight": 1.0, "kd_temperature": 2.0},
     {"squeeze_target": "pooled", "logit_distance": "squared", "normalize_features": False},
 ])
 def test_hksan_options_train_and_round_trip_through_config(teacher, student, batch, options):
@@ -149,12 +150,41 @@ def test_adversarial_warmup_ramps_the_weight(teacher, student, batch):
     np.testing.assert_allclose(float(distiller.term_weights()["adversarial_loss"]), 0.2, rtol=1e-6)
 
 
+def test_kd_term_is_hintons_soft_target_loss(teacher, student, batch):
+    images, labels = batch
+    distiller = hksan_keras.HKSANDistiller(teacher, student, kd_weight=0.5, kd_temperature=2.0)
+    teacher_out = distiller.teacher_outputs(images)
+    student_out = distiller.student_outputs(images, training=False)
+    terms = distiller.loss_terms(labels, teacher_out, student_out)
+    np.testing.assert_allclose(
+        float(terms["kd_loss"]),
+        float(losses.kd_loss(teacher_out["logits"], student_out["logits"], 2.0)), rtol=1e-6)
+    assert distiller.term_weights()["kd_loss"] == 0.5
+    assert hksan_keras.HKSANDistiller(teacher, student).term_weights()["kd_loss"] == 0.0
+
+
+def test_no_discriminator_work_without_adversarial_weight(teacher, student, batch):
+    distiller = hksan_keras.HKSANDistiller(teacher, student, adversarial_weight=0.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    before = [v.numpy().copy() for v in distiller.discriminator.variables]
+    student_before = [v.numpy().copy() for v in student.trainable_variables]
+    history = distiller.fit(*batch, batch_size=8, epochs=1, verbose=0)
+    for old, variable in zip(before, distiller.discriminator.variables):
+        np.testing.assert_array_equal(old, variable.numpy())
+    assert int(distiller.d_optimizer.iterations.numpy()) == 0
+    assert history.history["adversarial_loss"][-1] == 0.0
+    assert any(not np.array_equal(old, v.numpy())
+               for old, v in zip(student_before, student.trainable_variables))
+
+
 @pytest.mark.parametrize("argument, value, message", [
     ("logit_distance", "cosine", "logit_distance must be one of"),
     ("gan_loss", "wgan", "gan_loss must be one of"),
     ("discriminator_input", "features", "discriminator_input must be one of"),
     ("squeeze_target", "both", "squeeze_target must be one of"),
     ("adversarial_warmup_steps", -1, "adversarial_warmup_steps must be >= 0"),
+    ("kd_temperature", 0.0, "kd_temperature must be > 0"),
+    ("kd_weight", -1.0, "kd_weight"),
 ])
 def test_bad_options_are_named(teacher, student, argument, value, message):
     with pytest.raises(ValueError, match=message):

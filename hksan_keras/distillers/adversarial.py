@@ -32,7 +32,9 @@ class AdversarialDistiller(Distiller):
         BCE(D_src(l_S), real) [+ CE(y, D_cls(l_S))]       with a class head
 
     and the "logit_loss" term `logit_matching_loss(l_T, l_S, logit_distance)`,
-    weighted by `logit_weight`. (BCE is the vanilla GAN loss; with
+    weighted by `logit_weight`; optionally also Hinton's soft-target term
+    "kd_loss" (`kd_loss(l_T, l_S, kd_temperature)`), weighted by `kd_weight`
+    (0 by default: the method's reading has no such term). (BCE is the vanilla GAN loss; with
     `gan_loss="least_squares"` every BCE above is a squared error.)
 
     D reads `discriminator_input` of the logits: the raw logits, their
@@ -54,7 +56,10 @@ class AdversarialDistiller(Distiller):
             logits) or "l1"; `None` takes the class's
             `DEFAULT_LOGIT_DISTANCE`. All but "squared" keep the term's size
             independent of the teacher's logit scale.
-        adversarial_weight: Weight of the student's adversarial term.
+        kd_weight: Weight of the soft-target (KD) term; 0 leaves it out.
+        kd_temperature: Temperature T of that term.
+        adversarial_weight: Weight of the student's adversarial term; at 0
+            the discriminator is neither run nor trained.
         adversarial_warmup_steps: The adversarial weight rises linearly from
             0 to `adversarial_weight` over this many student updates (0: full
             weight from the first step).
@@ -74,7 +79,13 @@ class AdversarialDistiller(Distiller):
         **kwargs: `label_weight` and standard `keras.Model` arguments.
     """
 
-    LOSS_TERMS = ("label_loss", "logit_loss", "adversarial_loss", "discriminator_loss")
+    LOSS_TERMS = (
+        "label_loss",
+        "logit_loss",
+        "kd_loss",
+        "adversarial_loss",
+        "discriminator_loss",
+    )
     CLASS_HEAD = True
     CONDITIONAL = False
     DEFAULT_LOGIT_DISTANCE = "relative"
@@ -86,6 +97,8 @@ class AdversarialDistiller(Distiller):
         student,
         logit_weight=10.0,
         logit_distance=None,
+        kd_weight=0.0,
+        kd_temperature=4.0,
         adversarial_weight=0.1,
         adversarial_warmup_steps=0,
         gan_loss="vanilla",
@@ -107,6 +120,7 @@ class AdversarialDistiller(Distiller):
             )
         check_weights(
             logit_weight=logit_weight,
+            kd_weight=kd_weight,
             adversarial_weight=adversarial_weight,
             discriminator_regularization=discriminator_regularization,
             fake_as_real_weight=fake_as_real_weight,
@@ -127,12 +141,16 @@ class AdversarialDistiller(Distiller):
             raise ValueError(
                 f"adversarial_warmup_steps must be >= 0, got {adversarial_warmup_steps}."
             )
+        if not kd_temperature > 0:
+            raise ValueError(f"kd_temperature must be > 0, got {kd_temperature}.")
         if not discriminator_temperature > 0:
             raise ValueError(
                 f"discriminator_temperature must be > 0, got {discriminator_temperature}."
             )
         self.logit_weight = float(logit_weight)
         self.logit_distance = logit_distance
+        self.kd_weight = float(kd_weight)
+        self.kd_temperature = float(kd_temperature)
         self.adversarial_weight = float(adversarial_weight)
         self.adversarial_warmup_steps = int(adversarial_warmup_steps)
         self.gan_loss = gan_loss
@@ -251,6 +269,9 @@ class AdversarialDistiller(Distiller):
     def update_discriminator(self, labels, teacher, student):
         import tensorflow as tf
 
+        if not self.adversarial_weight:
+            # D could not change the student's objective: neither run nor train it.
+            return None
         variables = self.discriminator.trainable_variables
         for _ in range(self.discriminator_steps):
             with tf.GradientTape() as tape:
@@ -276,23 +297,30 @@ class AdversarialDistiller(Distiller):
 
     def loss_terms(self, labels, teacher, student):
         terms = super().loss_terms(labels, teacher, student)
-        sources, classes = self.discriminate(
-            labels, teacher["logits"], student["logits"]
-        )
-        terms["adversarial_loss"] = losses.adversarial_student_loss(
-            labels, sources[1], classes[1] if classes else None, self.gan_loss
-        )
+        if self.adversarial_weight:
+            sources, classes = self.discriminate(
+                labels, teacher["logits"], student["logits"]
+            )
+            terms["adversarial_loss"] = losses.adversarial_student_loss(
+                labels, sources[1], classes[1] if classes else None, self.gan_loss
+            )
+        else:
+            terms["adversarial_loss"] = ops.zeros((), "float32")
         scale = None
         if self.logit_distance == "relative":
             scale = cross_replica_mean(losses.teacher_logit_variance(teacher["logits"]))
         terms["logit_loss"] = losses.logit_matching_loss(
             teacher["logits"], student["logits"], self.logit_distance, scale
         )
+        terms["kd_loss"] = losses.kd_loss(
+            teacher["logits"], student["logits"], self.kd_temperature
+        )
         return terms
 
     def term_weights(self):
         weights = super().term_weights()
         weights["logit_loss"] = self.logit_weight
+        weights["kd_loss"] = self.kd_weight
         weights["adversarial_loss"] = self.adversarial_weight
         if self.adversarial_warmup_steps and self.adversarial_weight:
             progress = ops.cast(self.optimizer.iterations, "float32") / float(
@@ -309,6 +337,8 @@ class AdversarialDistiller(Distiller):
             {
                 "logit_weight": self.logit_weight,
                 "logit_distance": self.logit_distance,
+                "kd_weight": self.kd_weight,
+                "kd_temperature": self.kd_temperature,
                 "adversarial_weight": self.adversarial_weight,
                 "adversarial_warmup_steps": self.adversarial_warmup_steps,
                 "gan_loss": self.gan_loss,

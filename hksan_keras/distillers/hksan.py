@@ -47,6 +47,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
     `d_optimizer`, then one update of the student side with `optimizer`:
 
         L_S = logit_weight * mean((l_S - l_T)^2) / var(l_T)
+            + kd_weight * T^2 KL(softmax(l_T / T) || softmax(l_S / T))
             + squeeze_weight * sum_i mean((k_S^i - k_T^i)^2)
             + adversarial_weight * [BCE(D_src(l_S), real) + CE(y, D_cls(l_S))]
             + label_weight * CE(y, l_S)
@@ -105,7 +106,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             (squared distance of the unit vectors); see
             `hksan_keras.losses.squeezed_knowledge_loss`.
         adversarial_weight: Weight of the student's adversarial term.
-        logit_distance, adversarial_warmup_steps, gan_loss,
+        logit_distance, kd_weight, kd_temperature, adversarial_warmup_steps, gan_loss,
         discriminator_input, discriminator_temperature, class_head: As for
             `AdversarialDistiller`.
         label_weight: Weight of the student's label cross-entropy.
@@ -135,6 +136,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
 
     LOSS_TERMS = (
         "logit_loss",
+        "kd_loss",
         "squeeze_loss",
         "adversarial_loss",
         "label_loss",

@@ -1,0 +1,196 @@
+"""Training throughput: images per second and peak memory, per method and precision.
+
+In one process, for each teacher -> student pair and each mode (float32,
+mixed_bfloat16, float32 with jit_compile), trains on the same fixed batch
+(random images, batch 128 by default; throughput does not depend on the
+weights or the pixels):
+
+- student: the student alone, `keras.Model.fit` with sparse cross-entropy;
+- keras_kd: Keras's own `keras.distillation.Distiller` with
+  `LogitsDistillation(temperature=4)`;
+- kd: our `KDDistiller`;
+- hksan: our `HKSANDistiller` (defaults);
+
+each for `--warmup_steps` untimed steps (tracing, XLA compilation), then
+`--repeats` timed windows of `--steps` steps; the median window gives
+images/s. Peak memory is the process's peak resident set size during that
+method's run (Linux VmHWM, reset before each method). Ratios are to keras_kd
+in the same pair and mode, measured minutes apart in the same process, so
+they hold across machines better than the absolute numbers.
+
+Writes <output>.json and <output>.md (default benchmarks/results/throughput).
+
+Usage:
+    python benchmarks/throughput.py
+    python benchmarks/throughput.py --pairs=resnet20:resnet8_narrow --modes=float32 --steps=5
+"""
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import sys
+import time
+
+METHODS = ("student", "keras_kd", "kd", "hksan")
+MODES = ("float32", "mixed_bfloat16", "jit_compile")
+
+
+def reset_peak_memory():
+    """Resets Linux's peak resident set size of this process (VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mib():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def build(method, teacher_name, student_name, num_classes, seed, jit_compile):
+    import keras
+
+    from hksan_keras import HKSANDistiller, models
+    from hksan_keras.distillers.kd import KDDistiller
+
+    keras.utils.set_random_seed(seed)
+    student = models.get(student_name, num_classes)
+    optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
+    if method == "student":
+        student.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=jit_compile,
+        )
+        return student
+    teacher = models.get(teacher_name, num_classes)
+    teacher.trainable = False
+    if method == "keras_kd":
+        model = keras.distillation.Distiller(
+            teacher,
+            student,
+            distillation_losses=keras.distillation.LogitsDistillation(temperature=4.0),
+            student_loss_weight=0.1,
+        )
+        model.compile(
+            optimizer=optimizer,
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+            jit_compile=jit_compile,
+        )
+        return model
+    if method == "kd":
+        model = KDDistiller(teacher, student)
+        model.compile(optimizer=optimizer, jit_compile=jit_compile)
+        return model
+    model = HKSANDistiller(teacher, student, seed=seed)
+    model.compile(optimizer=optimizer, jit_compile=jit_compile)
+    return model
+
+
+def measure(model, dataset, warmup_steps, steps, repeats):
+    model.fit(dataset, steps_per_epoch=warmup_steps, epochs=1, verbose=0)
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", default="resnet56:resnet20,resnet20:resnet8_narrow",
+                        help="Comma-separated teacher:student model names (hksan_keras.models).")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--num_classes", type=int, default=10)
+    parser.add_argument("--warmup_steps", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=os.path.join("benchmarks", "results", "throughput"))
+    parser.add_argument("--hardware", default=f"{os.cpu_count()} CPU cores (no GPU), TensorFlow on the CPU")
+    args = parser.parse_args()
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    modes = args.modes.split(",")
+    methods = args.methods.split(",")
+    for value, allowed, flag in ((modes, MODES, "--modes"), (methods, METHODS, "--methods")):
+        unknown = set(value) - set(allowed)
+        if unknown:
+            sys.exit(f"Unknown {flag} {sorted(unknown)}; choose from {list(allowed)}.")
+
+    rng = np.random.default_rng(args.seed)
+    images = rng.normal(size=(args.batch_size, 32, 32, 3)).astype("float32")
+    labels = rng.integers(0, args.num_classes, size=(args.batch_size,)).astype("int64")
+    dataset = tf.data.Dataset.from_tensors((images, labels)).repeat()
+
+    results = {"hardware": args.hardware, "batch_size": args.batch_size,
+               "steps": args.steps, "repeats": args.repeats,
+               "warmup_steps": args.warmup_steps, "tensorflow": tf.__version__,
+               "keras": keras.__version__, "rows": []}
+    resets = reset_peak_memory()
+    if not resets:
+        print("Cannot reset peak memory (/proc/self/clear_refs): peaks are cumulative.")
+    for pair in args.pairs.split(","):
+        teacher_name, student_name = pair.split(":")
+        for mode in modes:
+            keras.mixed_precision.set_global_policy(
+                "mixed_bfloat16" if mode == "mixed_bfloat16" else "float32"
+            )
+            for method in methods:
+                keras.backend.clear_session()
+                gc.collect()
+                reset_peak_memory()
+                model = build(method, teacher_name, student_name, args.num_classes,
+                              args.seed, jit_compile=mode == "jit_compile")
+                median, windows = measure(model, dataset, args.warmup_steps, args.steps, args.repeats)
+                row = {"teacher": teacher_name, "student": student_name, "mode": mode,
+                       "method": method,
+                       "images_per_second": args.batch_size * args.steps / median,
+                       "window_seconds": windows, "peak_memory_mib": peak_memory_mib()}
+                results["rows"].append(row)
+                print(f"{pair} {mode:15s} {method:9s} {row['images_per_second']:8.1f} img/s "
+                      f"peak {row['peak_memory_mib']:.0f} MiB", flush=True)
+                del model
+    keras.mixed_precision.set_global_policy("float32")
+
+    for row in results["rows"]:
+        reference = [r for r in results["rows"] if r["method"] == "keras_kd"
+                     and (r["teacher"], r["student"], r["mode"]) == (row["teacher"], row["student"], row["mode"])]
+        row["ratio_to_keras_kd"] = (row["images_per_second"] / reference[0]["images_per_second"]
+                                    if reference else None)
+    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
+    with open(args.output + ".json", "w") as f:
+        json.dump(results, f, indent=2)
+    lines = [f"# Training throughput ({results['hardware']}, batch {args.batch_size})", "",
+             f"Median of {args.repeats} windows of {args.steps} steps after {args.warmup_steps} "
+             f"warm-up steps; TensorFlow {tf.__version__}, Keras {keras.__version__}.", "",
+             "| teacher -> student | mode | method | images/s | vs keras_kd | peak memory MiB |",
+             "|---|---|---|---|---|---|"]
+    for row in results["rows"]:
+        ratio = f"{row['ratio_to_keras_kd']:.2f}" if row["ratio_to_keras_kd"] else "-"
+        lines.append(f"| {row['teacher']} -> {row['student']} | {row['mode']} | {row['method']} | "
+                     f"{row['images_per_second']:.1f} | {ratio} | {row['peak_memory_mib']:.0f} |")
+    with open(args.output + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
