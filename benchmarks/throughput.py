@@ -10,6 +10,8 @@ weights or the pixels):
   `LogitsDistillation(temperature=4)`;
 - kd: our `KDDistiller`;
 - hksan: our `HKSANDistiller` (defaults);
+- hksan_no_adversarial: the same at adversarial_weight=0, which skips the
+  discriminator: the most any saving on D's side could give;
 
 each for `--warmup_steps` untimed steps (tracing, XLA compilation), then
 `--repeats` timed windows of `--steps` steps; the median window gives
@@ -33,7 +35,7 @@ import statistics
 import sys
 import time
 
-METHODS = ("student", "keras_kd", "kd", "hksan")
+METHODS = ("student", "keras_kd", "kd", "hksan", "hksan_no_adversarial")
 MODES = ("float32", "mixed_bfloat16", "jit_compile")
 
 
@@ -92,7 +94,8 @@ def build(method, teacher_name, student_name, num_classes, seed, jit_compile):
         model = KDDistiller(teacher, student)
         model.compile(optimizer=optimizer, jit_compile=jit_compile)
         return model
-    model = HKSANDistiller(teacher, student, seed=seed)
+    adversarial_weight = 0.0 if method == "hksan_no_adversarial" else 0.1
+    model = HKSANDistiller(teacher, student, adversarial_weight=adversarial_weight, seed=seed)
     model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 

@@ -47,3 +47,22 @@ def test_protocol_writes_runs_table_and_plot_and_reuses_finished_runs(cifar_data
     # A rerun trains nothing again: teacher and runs are read back.
     again = _bench(tmp_path, cifar_data_dir, "--variants=student,kd", "--seeds=0,1")
     assert "== " not in again.stdout and "teacher epoch" not in again.stdout
+
+
+def test_throughput_benchmark_measures_every_method_and_writes_ratios(tmp_path):
+    output = tmp_path / "throughput"
+    command = [sys.executable, os.path.join("benchmarks", "throughput.py"),
+               "--pairs=resnet8:resnet8_narrow", "--modes=float32",
+               "--methods=student,keras_kd,kd,hksan,hksan_no_adversarial",
+               "--batch_size=8", "--warmup_steps=1", "--steps=1", "--repeats=1",
+               f"--output={output}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+                            env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "throughput.json").read_text())
+    rows = {row["method"]: row for row in results["rows"]}
+    assert set(rows) == {"student", "keras_kd", "kd", "hksan", "hksan_no_adversarial"}
+    assert rows["keras_kd"]["ratio_to_keras_kd"] == 1.0
+    for row in rows.values():
+        assert row["images_per_second"] > 0 and row["peak_memory_mib"] > 0
+    assert "| resnet8 -> resnet8_narrow | float32 | hksan |" in (tmp_path / "throughput.md").read_text()
