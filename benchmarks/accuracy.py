@@ -102,9 +102,13 @@ PROTOCOLS = {
             "hksan_kd_1": ("hksan", ["distill.hksan.kd_weight=1"]),
             # A stronger logit term.
             "hksan_logit_relative_30": ("hksan", ["distill.hksan.logit_weight=30"]),
+            # A weaker logit term (the stronger one lost on seed 0).
+            "hksan_logit_relative_3": ("hksan", ["distill.hksan.logit_weight=3"]),
             # A stronger squeeze term, with the guides that allow it.
             "hksan_squeeze_0.3_normalized_guide": ("hksan", [
                 "distill.hksan.squeeze_weight=0.3", "distill.hksan.normalize_guide=true"]),
+            "hksan_squeeze_1_normalized_guide": ("hksan", [
+                "distill.hksan.squeeze_weight=1", "distill.hksan.normalize_guide=true"]),
             "hksan_d_probabilities": ("hksan", ["distill.hksan.discriminator_input=probabilities"]),
             "hksan_least_squares_gan": ("hksan", ["distill.hksan.gan_loss=least_squares"]),
             "hksan_adversarial_warmup_5": ("hksan", ["distill.hksan.adversarial_warmup_epochs=5"]),

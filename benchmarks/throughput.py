@@ -14,9 +14,14 @@ weights or the pixels):
   discriminator: the most any saving on D's side could give;
 
 each for `--warmup_steps` untimed steps (tracing, XLA compilation), then
-`--repeats` timed windows of `--steps` steps; the median window gives
-images/s. Peak memory is the process's peak resident set size during that
-method's run (Linux VmHWM, reset before each method). Ratios are to keras_kd
+`--repeats` timed windows of `--steps` steps (from the end of a fit's first
+step to the end of its last, so that fit's start-up is not counted; a
+callback that reads every step's end, as our distillers' divergence guard
+does, makes every method wait for each step), interleaved across the
+methods of a pair and mode; the median window gives images/s. Peak memory
+is the process's peak resident set size while a method is built and warmed
+up (Linux VmHWM, reset before each method; it includes what the process
+already held, the models built before it among them). Ratios are to keras_kd
 in the same pair and mode, measured minutes apart in the same process, so
 they hold across machines better than the absolute numbers.
 
@@ -39,6 +44,22 @@ METHODS = ("student", "keras_kd", "kd", "hksan", "hksan_no_adversarial")
 MODES = ("float32", "mixed_bfloat16", "jit_compile")
 
 
+def step_timer_class():
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        """When each batch ends; the steps after the first are timed (no fit start-up)."""
+
+        def __init__(self):
+            super().__init__()
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+    return StepTimer
+
+
 def reset_peak_memory():
     """Resets Linux's peak resident set size of this process (VmHWM)."""
     try:
@@ -57,7 +78,7 @@ def peak_memory_mib():
     return float("nan")
 
 
-def build(method, teacher_name, student_name, num_classes, seed, jit_compile):
+def build(method, teacher_name, student_name, num_classes, seed, jit_compile, learning_rate):
     import keras
 
     from hksan_keras import HKSANDistiller, models
@@ -65,7 +86,7 @@ def build(method, teacher_name, student_name, num_classes, seed, jit_compile):
 
     keras.utils.set_random_seed(seed)
     student = models.get(student_name, num_classes)
-    optimizer = keras.optimizers.SGD(0.05, momentum=0.9)
+    optimizer = keras.optimizers.SGD(learning_rate, momentum=0.9)
     if method == "student":
         student.compile(
             optimizer=optimizer,
@@ -100,16 +121,6 @@ def build(method, teacher_name, student_name, num_classes, seed, jit_compile):
     return model
 
 
-def measure(model, dataset, warmup_steps, steps, repeats):
-    model.fit(dataset, steps_per_epoch=warmup_steps, epochs=1, verbose=0)
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds), seconds
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", default="resnet56:resnet20,resnet20:resnet8_narrow",
@@ -122,6 +133,8 @@ def main():
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--learning_rate", type=float, default=0.01,
+                        help="SGD's; small, so that untrained models on one repeated batch stay finite.")
     parser.add_argument("--output", default=os.path.join("benchmarks", "results", "throughput"))
     parser.add_argument("--hardware", default=f"{os.cpu_count()} CPU cores (no GPU), TensorFlow on the CPU")
     args = parser.parse_args()
@@ -138,6 +151,7 @@ def main():
         if unknown:
             sys.exit(f"Unknown {flag} {sorted(unknown)}; choose from {list(allowed)}.")
 
+    StepTimer = step_timer_class()  # noqa: N806 - a class
     rng = np.random.default_rng(args.seed)
     images = rng.normal(size=(args.batch_size, 32, 32, 3)).astype("float32")
     labels = rng.integers(0, args.num_classes, size=(args.batch_size,)).astype("int64")
@@ -156,21 +170,35 @@ def main():
             keras.mixed_precision.set_global_policy(
                 "mixed_bfloat16" if mode == "mixed_bfloat16" else "float32"
             )
+            keras.backend.clear_session()
+            gc.collect()
+            built, rows = {}, {}
             for method in methods:
-                keras.backend.clear_session()
-                gc.collect()
                 reset_peak_memory()
                 model = build(method, teacher_name, student_name, args.num_classes,
-                              args.seed, jit_compile=mode == "jit_compile")
-                median, windows = measure(model, dataset, args.warmup_steps, args.steps, args.repeats)
-                row = {"teacher": teacher_name, "student": student_name, "mode": mode,
-                       "method": method,
-                       "images_per_second": args.batch_size * args.steps / median,
-                       "window_seconds": windows, "peak_memory_mib": peak_memory_mib()}
+                              args.seed, jit_compile=mode == "jit_compile",
+                              learning_rate=args.learning_rate)
+                model.fit(dataset, steps_per_epoch=args.warmup_steps, epochs=1, verbose=0)
+                built[method] = model
+                rows[method] = {"teacher": teacher_name, "student": student_name, "mode": mode,
+                                "method": method, "window_seconds": [],
+                                "peak_memory_mib": peak_memory_mib()}
+            # Windows interleaved across methods, so that a slow minute of
+            # the machine falls on every method alike.
+            for _ in range(args.repeats):
+                for method, model in built.items():
+                    timer = StepTimer()
+                    model.fit(dataset, steps_per_epoch=args.steps + 1, epochs=1, verbose=0,
+                              callbacks=[timer])
+                    rows[method]["window_seconds"].append(timer.ends[-1] - timer.ends[0])
+            for method in methods:
+                row = rows[method]
+                row["images_per_second"] = (args.batch_size * args.steps
+                                            / statistics.median(row["window_seconds"]))
                 results["rows"].append(row)
-                print(f"{pair} {mode:15s} {method:9s} {row['images_per_second']:8.1f} img/s "
+                print(f"{pair} {mode:15s} {method:21s} {row['images_per_second']:8.1f} img/s "
                       f"peak {row['peak_memory_mib']:.0f} MiB", flush=True)
-                del model
+            del built
     keras.mixed_precision.set_global_policy("float32")
 
     for row in results["rows"]:

@@ -67,6 +67,13 @@ def standardize(x, axis=-1):
 
 
 LOGIT_DISTANCES = ("squared", "standardized", "relative", "l1")
+# The "relative" distance divides by the teacher's logit variance, but by no
+# less than this: a teacher with small logits (an untrained one, or one
+# trained with label smoothing) would otherwise multiply the raw L2's weight
+# without bound (var 1.9 made weight 10 diverge at lr 0.1). Below it the term
+# is the raw L2 at logit_weight / 10, which trains stably at the recipes'
+# learning rates; a trained CIFAR teacher (var ~15) is above it.
+RELATIVE_SCALE_FLOOR = 10.0
 
 
 def teacher_logit_variance(teacher_logits):
@@ -86,9 +93,11 @@ def logit_matching_loss(teacher_logits, student_logits, distance="squared", scal
             same between `standardize(l_S)` and `standardize(l_T)` (in
             [0, 4], independent of either network's logit scale);
             "relative": the squared distance divided by the batch mean of
-            the teacher's per-example logit variance (a constant: the
-            student still matches the teacher's logits, scale included, but
-            the term's size no longer grows with that scale); "l1":
+            the teacher's per-example logit variance, or by
+            `RELATIVE_SCALE_FLOOR` (10) when that is smaller (a constant:
+            the student still matches the teacher's logits, scale included,
+            but the term's size no longer grows with that scale, and a
+            teacher with small logits cannot inflate it); "l1":
             `mean(|l_S - l_T|)` (Xu et al.).
         scale: For "relative", the teacher's logit variance to divide by
             (default: `teacher_logit_variance` of this batch; a distiller
@@ -112,7 +121,7 @@ def logit_matching_loss(teacher_logits, student_logits, distance="squared", scal
     if distance == "relative":
         if scale is None:
             scale = teacher_logit_variance(teacher_logits)
-        scale = ops.stop_gradient(scale) + 1e-6
+        scale = ops.maximum(ops.stop_gradient(scale), RELATIVE_SCALE_FLOOR)
         return ops.mean(ops.square(student_logits - teacher_logits)) / scale
     if distance == "l1":
         return logit_l1_loss(teacher_logits, student_logits)

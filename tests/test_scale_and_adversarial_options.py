@@ -38,6 +38,27 @@ def test_untrained_deep_teacher_gives_finite_losses_with_default_settings(
     assert all(np.isfinite(v.numpy()).all() for v in fresh_student.trainable_variables)
 
 
+@pytest.mark.parametrize("method", ["hksan", "anc"])
+def test_teacher_with_small_logits_does_not_inflate_the_relative_term(untrained_deep_pair, method):
+    teacher, student, images, labels = untrained_deep_pair
+    # Logit variance ~2 (an untrained teacher's head scaled down, as label
+    # smoothing or a fresh head would give): dividing by it made the term a
+    # raw L2 at weight ~5, which diverged at lr 0.1 within 12 steps.
+    small = keras.models.clone_model(teacher)
+    small.set_weights(teacher.get_weights())
+    head = small.layers[-1]
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 0.01, bias * 0.0])
+    variance = float(losses.teacher_logit_variance(small(images, training=False)))
+    assert 0.5 < variance < losses.RELATIVE_SCALE_FLOOR
+    distiller = hksan_keras.distillers.get(method)(small, keras.models.clone_model(student))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+    history = distiller.fit(images, labels, batch_size=16, epochs=3, verbose=0)
+    for name, values in history.history.items():
+        assert np.isfinite(values).all(), (name, values)
+    assert history.history["logit_loss"][-1] < 1.0
+
+
 def test_standardized_logit_distance_ignores_the_teachers_scale_and_shift():
     rng = np.random.default_rng(1)
     teacher = rng.normal(size=(8, 10)).astype("float32")
@@ -55,15 +76,21 @@ def test_standardized_logit_distance_ignores_the_teachers_scale_and_shift():
 
 def test_relative_logit_distance_is_the_squared_one_over_the_teachers_variance():
     rng = np.random.default_rng(5)
-    teacher = rng.normal(size=(8, 10)).astype("float32") * 3
+    teacher = rng.normal(size=(8, 10)).astype("float32") * 5
     student = rng.normal(size=(8, 10)).astype("float32")
     centered = teacher - teacher.mean(axis=1, keepdims=True)
+    assert np.mean(centered**2) > losses.RELATIVE_SCALE_FLOOR
     expected = np.mean((student - teacher) ** 2) / np.mean(centered**2)
     np.testing.assert_allclose(float(losses.logit_matching_loss(teacher, student, "relative")),
                                expected, rtol=1e-4)
     # Both networks 100 times larger: the same value (the raw one grows 10^4 times).
     np.testing.assert_allclose(
         float(losses.logit_matching_loss(100 * teacher, 100 * student, "relative")), expected, rtol=1e-4)
+    # A teacher with small logits is divided by the floor, not by its variance.
+    small = teacher / 10
+    np.testing.assert_allclose(
+        float(losses.logit_matching_loss(small, student, "relative")),
+        np.mean((student - small) ** 2) / losses.RELATIVE_SCALE_FLOOR, rtol=1e-4)
 
 
 def test_normalized_features_make_squeezed_knowledge_scale_free():

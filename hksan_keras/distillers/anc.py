@@ -14,7 +14,8 @@ class ANCDistiller(AdversarialDistiller):
         L_D = BCE(D(l_T), real) + BCE(D(l_S), fake)
             + fake_as_real_weight * BCE(D(dropout(l_S)), real) + mu * |W_D|
 
-    var(l_T) is the batch mean of the teacher's per-example logit variance
+    var(l_T) is the batch mean of the teacher's per-example logit variance,
+    at least `losses.RELATIVE_SCALE_FLOOR`
     (`logit_distance="relative"`, the default of HKSAN and ANC, so that no
     teacher's logit scale makes training diverge; weight 10 as HKSAN's);
     `logit_distance="squared", logit_weight=1` gives ANC's raw L2. D has a

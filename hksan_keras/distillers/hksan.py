@@ -59,8 +59,8 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             + fake_as_real_weight * BCE(D_src(dropout(l_S)), real)
             + discriminator_regularization * (L1 + L2 of D's kernels)
 
-    var(l_T) is the batch mean of the teacher's per-example logit variance,
-    a constant (`logit_distance="relative"`; "squared" gives KSANC's raw L2,
+    var(l_T) is the batch mean of the teacher's per-example logit variance
+    (at least `losses.RELATIVE_SCALE_FLOOR`, 10), a constant (`logit_distance="relative"`; "squared" gives KSANC's raw L2,
     "standardized" compares z-scored logits), and with `normalize_features`
     every stage map is divided by its root mean square before it is
     squeezed: with both, no term grows with the scale of the teacher's
