@@ -87,13 +87,15 @@ def build(method, teacher_name, student_name, num_classes, seed, jit_compile, le
     keras.utils.set_random_seed(seed)
     student = models.get(student_name, num_classes)
     optimizer = keras.optimizers.SGD(learning_rate, momentum=0.9)
+    # The student alone and Keras's Distiller take the same compile.
+    keras_compile = dict(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
     if method == "student":
-        student.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            jit_compile=jit_compile,
-        )
+        student.compile(**keras_compile)
         return student
     teacher = models.get(teacher_name, num_classes)
     teacher.trainable = False
@@ -104,12 +106,7 @@ def build(method, teacher_name, student_name, num_classes, seed, jit_compile, le
             distillation_losses=keras.distillation.LogitsDistillation(temperature=4.0),
             student_loss_weight=0.1,
         )
-        model.compile(
-            optimizer=optimizer,
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            jit_compile=jit_compile,
-        )
+        model.compile(**keras_compile)
         return model
     if method == "kd":
         model = KDDistiller(teacher, student)
