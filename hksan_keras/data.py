@@ -246,7 +246,7 @@ def make_pipeline(
         return image, tf.cast(label, tf.int64)
 
     def normalize(image, label):
-        return (tf.cast(image, tf.float32) - mean) / std, label
+        return (image - mean) / std, label
 
     # Cached and shuffled as they come (uint8: a quarter of float32's
     # memory); cast afterwards, which gives the same values.
@@ -348,11 +348,12 @@ def tfds_dataset(
     # ImageNet: files read in shuffled order when training, JPEGs decoded in
     # the pipeline's map (cropped while decoding), not by TFDS.
     encoded = name == "imagenet2012"
+    shuffle_files = training and encoded
     dataset = builder.as_dataset(
         split=split,
         as_supervised=True,
-        shuffle_files=training and encoded,
-        read_config=tfds.ReadConfig(shuffle_seed=seed) if training and encoded else None,
+        shuffle_files=shuffle_files,
+        read_config=tfds.ReadConfig(shuffle_seed=seed) if shuffle_files else None,
         decoders={"image": tfds.decode.SkipDecoding()} if encoded else None,
     )
     if take is not None:
