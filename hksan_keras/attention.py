@@ -77,18 +77,52 @@ class TaskDrivenAttention(keras.layers.Layer):
 
     def call(self, inputs):
         feature_map, guide = inputs
+        return self.attend(feature_map, guide)
+
+    def attend(self, feature_map, guide, scale=None, shift=None):
+        """The layer's computation on the map `L = scale * feature_map + shift`.
+
+        `HierarchicalSqueeze` passes its normalisation (a per-example
+        `scale`, shape (batch,)) and its channel transform's bias (`shift`,
+        shape (F,)) here instead of applying them to the whole map. Neither
+        `L` nor the guided map `L + g` is ever built: a 1x1 convolution of it
+        is `scale * conv(feature_map) + (shift + g).w`, and since M sums to
+        one, `sum(M * (L + g))` is `scale * sum(M * feature_map) + shift + g`.
+        Same values as building them, without the full-map element-wise work
+        (and its gradient) that made the squeeze memory-bound.
+
+        Args:
+            feature_map: (batch, H, W, F).
+            guide: (batch, guide width).
+            scale: None (1) or a per-example factor, shape (batch,).
+            shift: None (0) or a per-channel offset, shape (F,).
+
+        Returns:
+            `(squeezed, attention)`, as `call`.
+        """
         projected_guide = self.guide_projection(guide)
-        guided = feature_map + projected_guide[:, None, None, :]
-        scores = ops.squeeze(self.attention_score(guided), axis=-1)
-        height, width = scores.shape[1], scores.shape[2]
+        height, width = feature_map.shape[1], feature_map.shape[2]
         if height is None or width is None:
-            height, width = ops.shape(scores)[1], ops.shape(scores)[2]
-        # Softmax over all positions, through a flat view: a tuple axis is
-        # not supported by every backend on symbolic shapes.
-        flat = ops.reshape(scores, (-1, height * width))
-        attention = ops.reshape(ops.softmax(flat, axis=-1), (-1, height, width))
-        pooled = guided if self.include_guide else feature_map
-        squeezed = ops.sum(attention[..., None] * pooled, axis=(1, 2))
+            height, width = ops.shape(feature_map)[1], ops.shape(feature_map)[2]
+        positions = ops.reshape(feature_map, (-1, height * width, self.units))
+        score_kernel = ops.cast(self.attention_score.kernel[0, 0], self.compute_dtype)
+        score_bias = ops.cast(self.attention_score.bias, self.compute_dtype)
+        scores = ops.squeeze(ops.matmul(positions, score_kernel), axis=-1)
+        if scale is not None:
+            scores = scores * scale[:, None]
+        offset = projected_guide if shift is None else projected_guide + shift
+        scores = scores + ops.matmul(offset, score_kernel) + score_bias
+        # Softmax over all positions of the flat (batch, H*W) view.
+        flat_attention = ops.softmax(scores, axis=-1)
+        attention = ops.reshape(flat_attention, (-1, height, width))
+        # sum over positions of M * feature_map, as one batched matrix product.
+        squeezed = ops.squeeze(ops.matmul(flat_attention[:, None, :], positions), axis=1)
+        if scale is not None:
+            squeezed = squeezed * scale[:, None]
+        if shift is not None:
+            squeezed = squeezed + shift
+        if self.include_guide:
+            squeezed = squeezed + projected_guide
         return squeezed, attention
 
     def compute_output_shape(self, input_shape):
@@ -239,17 +273,35 @@ class HierarchicalSqueeze(keras.layers.Layer):
 
     def call(self, stage_features):
         stage_features = list(stage_features)
-        if self.normalize_features:
-            stage_features = [_rms_normalize(f, axis=(1, 2, 3)) for f in stage_features]
-        descriptor = ops.mean(self.descriptor(stage_features[-1]), axis=(1, 2))
-        if self.channel_transform:
-            stage_features = [
-                transform(feature)
-                for transform, feature in zip(
-                    self.channel_transforms, stage_features
-                )
-            ]
         num_stages = len(stage_features)
+        # Normalisation and channel transforms are linear per example: they
+        # reach the estimators as a scale and a shift (`attend`), so that no
+        # normalised or transformed copy of a whole map is built but the
+        # transform's own product.
+        scales = [None] * num_stages
+        if self.normalize_features:
+            scales = [
+                ops.rsqrt(ops.mean(ops.square(f), axis=(1, 2, 3)) + 1e-6)
+                for f in stage_features
+            ]
+        # mean over positions of Conv1x1(scale * L) = scale * mean(L) W + b.
+        descriptor = ops.matmul(
+            ops.mean(stage_features[-1], axis=(1, 2)),
+            ops.cast(self.descriptor.kernel[0, 0], self.compute_dtype),
+        )
+        if scales[-1] is not None:
+            descriptor = descriptor * scales[-1][:, None]
+        descriptor = descriptor + ops.cast(self.descriptor.bias, self.compute_dtype)
+        shifts = [None] * num_stages
+        if self.channel_transform:
+            shifts = [
+                ops.cast(transform.bias, self.compute_dtype)
+                for transform in self.channel_transforms
+            ]
+            stage_features = [
+                ops.conv(feature, ops.cast(transform.kernel, self.compute_dtype))
+                for transform, feature in zip(self.channel_transforms, stage_features)
+            ]
         squeezed = [None] * num_stages
         attention = [None] * num_stages
         guides = [None] * num_stages
@@ -261,8 +313,8 @@ class HierarchicalSqueeze(keras.layers.Layer):
                     above = _rms_normalize(ops.stop_gradient(above), axis=-1)
                 guide = ops.concatenate([descriptor, above], axis=-1)
             guides[i] = guide
-            squeezed[i], attention[i] = self.estimators[i](
-                [stage_features[i], guide]
+            squeezed[i], attention[i] = self.estimators[i].attend(
+                stage_features[i], guide, scales[i], shifts[i]
             )
         task_logits = [head(k) for head, k in zip(self.task_heads, squeezed)]
         return {

@@ -83,3 +83,62 @@ def test_normalized_guide_is_a_constant_for_the_shallower_stage(normalize_guide)
         assert float(tf.reduce_max(tf.abs(gradient))) > 0.0
     restored = HierarchicalSqueeze.from_config(squeeze.get_config())
     assert restored.normalize_guide is normalize_guide
+
+
+def _squeeze_by_building_every_map(squeeze, features):
+    """HierarchicalSqueeze written out map by map, as the method states it."""
+    ops = keras.ops
+    maps = list(features)
+    if squeeze.normalize_features:
+        maps = [m * ops.rsqrt(ops.mean(ops.square(m), axis=(1, 2, 3), keepdims=True) + 1e-6) for m in maps]
+    descriptor = ops.mean(squeeze.descriptor(maps[-1]), axis=(1, 2))
+    if squeeze.channel_transform:
+        maps = [transform(m) for transform, m in zip(squeeze.channel_transforms, maps)]
+    squeezed, attention = [None] * len(maps), [None] * len(maps)
+    for i in reversed(range(len(maps))):
+        guide = descriptor
+        if squeeze.hierarchy == "hierarchical" and i < len(maps) - 1:
+            above = squeezed[i + 1]
+            if squeeze.normalize_guide:
+                above = above * ops.rsqrt(ops.mean(ops.square(above), axis=-1, keepdims=True) + 1e-6)
+            guide = ops.concatenate([descriptor, above], axis=-1)
+        estimator = squeeze.estimators[i]
+        guided = maps[i] + estimator.guide_projection(guide)[:, None, None, :]
+        scores = estimator.attention_score(guided)[..., 0]
+        batch, height, width = scores.shape
+        weights = ops.reshape(ops.softmax(ops.reshape(scores, (batch, -1)), axis=-1), (batch, height, width))
+        pooled = guided if estimator.include_guide else maps[i]
+        squeezed[i] = ops.sum(weights[..., None] * pooled, axis=(1, 2))
+        attention[i] = weights
+    return squeezed, attention
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(),
+        dict(normalize_features=True, channel_transform=True, normalize_guide=True),
+        dict(normalize_features=True, squeeze_target="pooled", channel_transform=True),
+        dict(hierarchy="flat", channel_transform=True),
+    ],
+)
+def test_squeeze_without_building_maps_equals_building_them(options):
+    # The layer folds normalisation, channel transform and guide into the
+    # estimators (nothing map-sized built); values must be those of the maps.
+    # Channel transforms take any width; without them the stages have the target widths.
+    widths = (3, 5) if options.get("channel_transform") else (4, 6)
+    features = [
+        3.0 * keras.random.normal((2, 8, 8, widths[0]), seed=5),
+        keras.random.normal((2, 4, 4, widths[1]), seed=6) + 2.0,
+    ]
+    squeeze = HierarchicalSqueeze([4, 6], num_classes=3, descriptor_units=5, **options)
+    squeeze.build([tuple(f.shape) for f in features])
+    # Non-zero biases, so that the folded shifts are exercised.
+    for layer in [squeeze.descriptor, *squeeze.channel_transforms, *[e.attention_score for e in squeeze.estimators]]:
+        layer.bias.assign(keras.random.normal(layer.bias.shape, seed=7))
+    outputs = squeeze(features)
+    expected_squeezed, expected_attention = _squeeze_by_building_every_map(squeeze, features)
+    for got, expected in zip(outputs["squeezed"] + outputs["attention"], expected_squeezed + expected_attention):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected), rtol=1e-4, atol=1e-5
+        )
