@@ -22,14 +22,17 @@ methods of a pair and mode; the median window gives images/s. Peak memory
 is the process's peak resident set size while a method is built and warmed
 up (Linux VmHWM, reset before each method; it includes what the process
 already held, the models built before it among them). Ratios are to keras_kd
-in the same pair and mode, measured minutes apart in the same process, so
-they hold across machines better than the absolute numbers.
+in the same pair and mode: per round, keras_kd's window time over the
+method's (windows seconds apart, so a slow spell of the machine cancels),
+then the median over rounds, with the lowest and highest round; they hold
+across machines better than the absolute numbers.
 
 Writes <output>.json and <output>.md (default benchmarks/results/throughput).
 
 Usage:
     python benchmarks/throughput.py
     python benchmarks/throughput.py --pairs=resnet20:resnet8_narrow --modes=float32 --steps=5
+    python benchmarks/throughput.py --from_json=benchmarks/results/throughput.json  # tables again, no measuring
 """
 
 import argparse
@@ -118,6 +121,41 @@ def build(method, teacher_name, student_name, num_classes, seed, jit_compile, le
     return model
 
 
+def write_results(results, output):
+    """Ratios to keras_kd from the stored windows; writes <output>.json and .md."""
+    for row in results["rows"]:
+        reference = [r for r in results["rows"] if r["method"] == "keras_kd"
+                     and (r["teacher"], r["student"], r["mode"]) == (row["teacher"], row["student"], row["mode"])]
+        if not reference:
+            row["ratio_to_keras_kd"] = row["ratios_per_round"] = None
+            continue
+        # Each round's keras_kd window ran seconds from this method's: the
+        # per-round ratio cancels a slow spell of the machine, which the
+        # ratio of two medians does not.
+        row["ratios_per_round"] = [k / m for k, m in zip(reference[0]["window_seconds"], row["window_seconds"])]
+        row["ratio_to_keras_kd"] = statistics.median(row["ratios_per_round"])
+    os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
+    with open(output + ".json", "w") as f:
+        json.dump(results, f, indent=2)
+    lines = [f"# Training throughput ({results['hardware']}, batch {results['batch_size']})", "",
+             f"images/s: median of {results['repeats']} windows of {results['steps']} steps after "
+             f"{results['warmup_steps']} warm-up steps; vs keras_kd: median over the rounds of "
+             f"keras_kd's window time over the method's in the same round [lowest, highest]; "
+             f"TensorFlow {results['tensorflow']}, Keras {results['keras']}.", "",
+             "| teacher -> student | mode | method | images/s | vs keras_kd | peak memory MiB |",
+             "|---|---|---|---|---|---|"]
+    for row in results["rows"]:
+        ratio = "-"
+        if row["ratio_to_keras_kd"]:
+            spread = row["ratios_per_round"]
+            ratio = f"{row['ratio_to_keras_kd']:.2f} [{min(spread):.2f}, {max(spread):.2f}]"
+        lines.append(f"| {row['teacher']} -> {row['student']} | {row['mode']} | {row['method']} | "
+                     f"{row['images_per_second']:.1f} | {ratio} | {row['peak_memory_mib']:.0f} |")
+    with open(output + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", default="resnet56:resnet20,resnet20:resnet8_narrow",
@@ -128,13 +166,19 @@ def main():
     parser.add_argument("--num_classes", type=int, default=10)
     parser.add_argument("--warmup_steps", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--learning_rate", type=float, default=0.01,
                         help="SGD's; small, so that untrained models on one repeated batch stay finite.")
     parser.add_argument("--output", default=os.path.join("benchmarks", "results", "throughput"))
     parser.add_argument("--hardware", default=f"{os.cpu_count()} CPU cores (no GPU), TensorFlow on the CPU")
+    parser.add_argument("--from_json", default=None,
+                        help="Measure nothing: recompute ratios and tables from the windows stored in this JSON.")
     args = parser.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            write_results(json.load(f), args.output)
+        return
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -198,26 +242,7 @@ def main():
             del built
     keras.mixed_precision.set_global_policy("float32")
 
-    for row in results["rows"]:
-        reference = [r for r in results["rows"] if r["method"] == "keras_kd"
-                     and (r["teacher"], r["student"], r["mode"]) == (row["teacher"], row["student"], row["mode"])]
-        row["ratio_to_keras_kd"] = (row["images_per_second"] / reference[0]["images_per_second"]
-                                    if reference else None)
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output + ".json", "w") as f:
-        json.dump(results, f, indent=2)
-    lines = [f"# Training throughput ({results['hardware']}, batch {args.batch_size})", "",
-             f"Median of {args.repeats} windows of {args.steps} steps after {args.warmup_steps} "
-             f"warm-up steps; TensorFlow {tf.__version__}, Keras {keras.__version__}.", "",
-             "| teacher -> student | mode | method | images/s | vs keras_kd | peak memory MiB |",
-             "|---|---|---|---|---|---|"]
-    for row in results["rows"]:
-        ratio = f"{row['ratio_to_keras_kd']:.2f}" if row["ratio_to_keras_kd"] else "-"
-        lines.append(f"| {row['teacher']} -> {row['student']} | {row['mode']} | {row['method']} | "
-                     f"{row['images_per_second']:.1f} | {ratio} | {row['peak_memory_mib']:.0f} |")
-    with open(args.output + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(results, args.output)
 
 
 if __name__ == "__main__":
