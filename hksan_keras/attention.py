@@ -79,22 +79,26 @@ class TaskDrivenAttention(keras.layers.Layer):
         feature_map, guide = inputs
         return self.attend(feature_map, guide)
 
-    def attend(self, feature_map, guide, scale=None, shift=None):
-        """The layer's computation on the map `L = scale * feature_map + shift`.
+    def attend(self, feature_map, guide, scale=None, transform=None, shift=None):
+        """The layer's computation on `L = scale * (feature_map @ transform) + shift`.
 
         `HierarchicalSqueeze` passes its normalisation (a per-example
-        `scale`, shape (batch,)) and its channel transform's bias (`shift`,
-        shape (F,)) here instead of applying them to the whole map. Neither
-        `L` nor the guided map `L + g` is ever built: a 1x1 convolution of it
-        is `scale * conv(feature_map) + (shift + g).w`, and since M sums to
-        one, `sum(M * (L + g))` is `scale * sum(M * feature_map) + shift + g`.
-        Same values as building them, without the full-map element-wise work
-        (and its gradient) that made the squeeze memory-bound.
+        `scale`), its 1x1 channel transform (`transform`, a (C, F) matrix)
+        and that transform's bias (`shift`) here instead of applying them to
+        the whole map. Neither `L` nor the guided map `L + g` is ever built:
+        everything up to the softmax is linear in the map, so the 1x1 score
+        convolution of `L + g` is `scale * (feature_map @ (transform w)) +
+        (shift + g) w + b`, and since M sums to one, `sum(M * (L + g))` is
+        `scale * sum(M * feature_map) @ transform + shift + g` (positions
+        pooled first, then transformed). Same values as building the maps,
+        without the map-sized work (and its gradient) that made the squeeze
+        memory-bound.
 
         Args:
-            feature_map: (batch, H, W, F).
+            feature_map: (batch, H, W, C); C is F without a `transform`.
             guide: (batch, guide width).
             scale: None (1) or a per-example factor, shape (batch,).
+            transform: None (identity) or a (C, F) matrix.
             shift: None (0) or a per-channel offset, shape (F,).
 
         Returns:
@@ -104,10 +108,11 @@ class TaskDrivenAttention(keras.layers.Layer):
         height, width = feature_map.shape[1], feature_map.shape[2]
         if height is None or width is None:
             height, width = ops.shape(feature_map)[1], ops.shape(feature_map)[2]
-        positions = ops.reshape(feature_map, (-1, height * width, self.units))
+        positions = ops.reshape(feature_map, (-1, height * width, feature_map.shape[-1]))
         score_kernel = ops.cast(self.attention_score.kernel[0, 0], self.compute_dtype)
         score_bias = ops.cast(self.attention_score.bias, self.compute_dtype)
-        scores = ops.squeeze(ops.matmul(positions, score_kernel), axis=-1)
+        map_score_kernel = score_kernel if transform is None else ops.matmul(transform, score_kernel)
+        scores = ops.squeeze(ops.matmul(positions, map_score_kernel), axis=-1)
         if scale is not None:
             scores = scores * scale[:, None]
         offset = projected_guide if shift is None else projected_guide + shift
@@ -117,6 +122,8 @@ class TaskDrivenAttention(keras.layers.Layer):
         attention = ops.reshape(flat_attention, (-1, height, width))
         # sum over positions of M * feature_map, as one batched matrix product.
         squeezed = ops.squeeze(ops.matmul(flat_attention[:, None, :], positions), axis=1)
+        if transform is not None:
+            squeezed = ops.matmul(squeezed, transform)
         if scale is not None:
             squeezed = squeezed * scale[:, None]
         if shift is not None:
@@ -275,9 +282,8 @@ class HierarchicalSqueeze(keras.layers.Layer):
         stage_features = list(stage_features)
         num_stages = len(stage_features)
         # Normalisation and channel transforms are linear per example: they
-        # reach the estimators as a scale and a shift (`attend`), so that no
-        # normalised or transformed copy of a whole map is built but the
-        # transform's own product.
+        # reach the estimators as a scale, a matrix and a shift (`attend`),
+        # so that no normalised or transformed copy of a map is built.
         scales = [None] * num_stages
         if self.normalize_features:
             scales = [
@@ -292,15 +298,15 @@ class HierarchicalSqueeze(keras.layers.Layer):
         if scales[-1] is not None:
             descriptor = descriptor * scales[-1][:, None]
         descriptor = descriptor + ops.cast(self.descriptor.bias, self.compute_dtype)
-        shifts = [None] * num_stages
+        transforms, shifts = [None] * num_stages, [None] * num_stages
         if self.channel_transform:
+            transforms = [
+                ops.cast(transform.kernel[0, 0], self.compute_dtype)
+                for transform in self.channel_transforms
+            ]
             shifts = [
                 ops.cast(transform.bias, self.compute_dtype)
                 for transform in self.channel_transforms
-            ]
-            stage_features = [
-                ops.conv(feature, ops.cast(transform.kernel, self.compute_dtype))
-                for transform, feature in zip(self.channel_transforms, stage_features)
             ]
         squeezed = [None] * num_stages
         attention = [None] * num_stages
@@ -314,7 +320,7 @@ class HierarchicalSqueeze(keras.layers.Layer):
                 guide = ops.concatenate([descriptor, above], axis=-1)
             guides[i] = guide
             squeezed[i], attention[i] = self.estimators[i].attend(
-                stage_features[i], guide, scales[i], shifts[i]
+                stage_features[i], guide, scales[i], transforms[i], shifts[i]
             )
         task_logits = [head(k) for head, k in zip(self.task_heads, squeezed)]
         return {
