@@ -128,6 +128,7 @@ DEFAULTS = {
             "normalize_features": True,
             "squeeze_target": "guided",
             "normalize_guide": True,
+            "scale_guide": False,
             "descriptor_units": 128,
             "logit_weight": 10.0,
             "squeeze_weight": 0.3,

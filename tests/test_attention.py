@@ -102,6 +102,8 @@ def _squeeze_by_building_every_map(squeeze, features):
             if squeeze.normalize_guide:
                 above = above * ops.rsqrt(ops.mean(ops.square(above), axis=-1, keepdims=True) + 1e-6)
             guide = ops.concatenate([descriptor, above], axis=-1)
+        if squeeze.scale_guide:
+            guide = guide / float(guide.shape[-1]) ** 0.5
         estimator = squeeze.estimators[i]
         guided = maps[i] + estimator.guide_projection(guide)[:, None, None, :]
         scores = estimator.attention_score(guided)[..., 0]
@@ -120,6 +122,7 @@ def _squeeze_by_building_every_map(squeeze, features):
         dict(normalize_features=True, channel_transform=True, normalize_guide=True),
         dict(normalize_features=True, squeeze_target="pooled", channel_transform=True),
         dict(hierarchy="flat", channel_transform=True),
+        dict(normalize_features=True, channel_transform=True, normalize_guide=True, scale_guide=True),
     ],
 )
 def test_squeeze_without_building_maps_equals_building_them(options):
@@ -142,3 +145,28 @@ def test_squeeze_without_building_maps_equals_building_them(options):
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(got), keras.ops.convert_to_numpy(expected), rtol=1e-4, atol=1e-5
         )
+
+
+def test_scaled_guides_have_about_unit_norm_and_round_trip():
+    features = [keras.random.normal((4, 8, 8, 4), seed=8), keras.random.normal((4, 4, 4, 6), seed=9)]
+    squeeze = HierarchicalSqueeze(
+        [4, 6], num_classes=3, descriptor_units=32, normalize_features=True,
+        normalize_guide=True, scale_guide=True,
+    )
+    unscaled = HierarchicalSqueeze.from_config({**squeeze.get_config(), "scale_guide": False})
+    squeeze.build([tuple(f.shape) for f in features])
+    unscaled.build([tuple(f.shape) for f in features])
+    unscaled.set_weights(squeeze.get_weights())
+    scaled_guides = squeeze(features)["guides"]
+    raw_guides = unscaled(features)["guides"]
+    # The deepest guide is the descriptor alone, so it can be compared as is.
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(scaled_guides[-1]),
+        keras.ops.convert_to_numpy(raw_guides[-1]) / np.sqrt(32), rtol=1e-5, atol=1e-6,
+    )
+    shallow_norm = np.linalg.norm(keras.ops.convert_to_numpy(scaled_guides[0]), axis=-1)
+    shallow_width = scaled_guides[0].shape[-1]
+    raw_norm = np.linalg.norm(keras.ops.convert_to_numpy(raw_guides[0]), axis=-1)
+    assert shallow_width == 32 + 6
+    assert (raw_norm > 2 * shallow_norm).all()
+    assert HierarchicalSqueeze.from_config(squeeze.get_config()).scale_guide is True

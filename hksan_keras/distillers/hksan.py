@@ -100,6 +100,10 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             `HierarchicalSqueeze`); needed for squeeze weights above ~0.1.
             The default with `squeeze_weight=0.3`: chosen together on the
             validation split (docs/results.md).
+        scale_guide: Divide every guide by the square root of its width
+            (see `HierarchicalSqueeze`): lets squeeze weights of 1 and more
+            train at lr 0.1, where unscaled guides diverged. Off by default
+            until chosen on validation.
         descriptor_units: Width of the global task descriptor g.
         logit_weight: Weight of the logit L2 term.
         squeeze_weight: Weight of the squeezed-knowledge matching term (1
@@ -159,6 +163,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         normalize_features=True,
         squeeze_target="guided",
         normalize_guide=True,
+        scale_guide=False,
         descriptor_units=128,
         logit_weight=10.0,
         squeeze_weight=0.3,
@@ -199,6 +204,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         )
         self.hierarchy = hierarchy
         self.normalize_guide = bool(normalize_guide)
+        self.scale_guide = bool(scale_guide)
         self.normalize_features = bool(normalize_features)
         self.squeeze_target = squeeze_target
         self.descriptor_units = int(descriptor_units)
@@ -219,6 +225,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             descriptor_units=self.descriptor_units,
             hierarchy=hierarchy,
             normalize_guide=self.normalize_guide,
+            scale_guide=self.scale_guide,
             squeeze_target=squeeze_target,
             normalize_features=self.normalize_features,
             name="teacher_squeeze",
@@ -230,6 +237,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             descriptor_units=self.descriptor_units,
             hierarchy=hierarchy,
             normalize_guide=self.normalize_guide,
+            scale_guide=self.scale_guide,
             squeeze_target=squeeze_target,
             normalize_features=self.normalize_features,
             channel_transform=True,
@@ -358,6 +366,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             {
                 "hierarchy": self.hierarchy,
                 "normalize_guide": self.normalize_guide,
+                "scale_guide": self.scale_guide,
                 "normalize_features": self.normalize_features,
                 "squeeze_target": self.squeeze_target,
                 "descriptor_units": self.descriptor_units,
