@@ -50,13 +50,6 @@ PROTOCOLS = {
             # HKSAN's previous default, confirmed on this test set before
             # the squeeze settings were chosen anew on validation.
             "hksan_squeeze_0.1": ("hksan", PREVIOUS_SQUEEZE),
-            # FitNets is the best method on this protocol's test set: the
-            # reference HKSAN's settings have to reach on validation.
-            "fitnets": ("fitnets", []),
-            "hksan_squeeze_1_scaled_guide": ("hksan", [
-                "distill.hksan.squeeze_weight=1", "distill.hksan.scale_guide=true"]),
-            "hksan_squeeze_3_scaled_guide": ("hksan", [
-                "distill.hksan.squeeze_weight=3", "distill.hksan.scale_guide=true"]),
         },
         "seeds": [0, 1, 2],
     },
@@ -65,13 +58,6 @@ PROTOCOLS = {
         "configs": [CPU_SMALL_CONFIG],
         "variants": {
             "hksan_squeeze_0.1": ("hksan", PREVIOUS_SQUEEZE),
-            # FitNets is the best method on this protocol's test set: the
-            # reference HKSAN's settings have to reach on validation.
-            "fitnets": ("fitnets", []),
-            "hksan_squeeze_1_scaled_guide": ("hksan", [
-                "distill.hksan.squeeze_weight=1", "distill.hksan.scale_guide=true"]),
-            "hksan_squeeze_3_scaled_guide": ("hksan", [
-                "distill.hksan.squeeze_weight=3", "distill.hksan.scale_guide=true"]),
             "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat", *PREVIOUS_SQUEEZE]),
             "hksan_no_adversarial": ("hksan", ["distill.hksan.adversarial_weight=0", *PREVIOUS_SQUEEZE]),
             "hksan_no_squeeze": ("hksan", ["distill.hksan.squeeze_weight=0"]),
