@@ -12,9 +12,14 @@ HIERARCHIES = ("hierarchical", "flat")
 SQUEEZE_TARGETS = ("guided", "pooled")
 
 
+def _inverse_rms(x, axis, keepdims=False):
+    """1 over x's root mean square along `axis` (finite for an all-zero x)."""
+    return ops.rsqrt(ops.mean(ops.square(x), axis=axis, keepdims=keepdims) + 1e-6)
+
+
 def _rms_normalize(x, axis):
-    """x over its root mean square along `axis` (finite for an all-zero x)."""
-    return x * ops.rsqrt(ops.mean(ops.square(x), axis=axis, keepdims=True) + 1e-6)
+    """x over its root mean square along `axis`."""
+    return x * _inverse_rms(x, axis, keepdims=True)
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -299,10 +304,7 @@ class HierarchicalSqueeze(keras.layers.Layer):
         # so that no normalised or transformed copy of a map is built.
         scales = [None] * num_stages
         if self.normalize_features:
-            scales = [
-                ops.rsqrt(ops.mean(ops.square(f), axis=(1, 2, 3)) + 1e-6)
-                for f in stage_features
-            ]
+            scales = [_inverse_rms(f, axis=(1, 2, 3)) for f in stage_features]
         # mean over positions of Conv1x1(scale * L) = scale * mean(L) W + b.
         descriptor = ops.matmul(
             ops.mean(stage_features[-1], axis=(1, 2)),
