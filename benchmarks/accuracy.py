@@ -165,6 +165,18 @@ PROTOCOLS = {
                 "distill.hksan.squeeze_weight=1", "distill.hksan.scale_guide=true"]),
             "hksan_squeeze_3_scaled_guide": ("hksan", [
                 "distill.hksan.squeeze_weight=3", "distill.hksan.scale_guide=true"]),
+            # Stronger unscaled squeeze, below the guide projection's SGD
+            # stability bound (about 0.8 at lr 0.1, docs/results.md).
+            "hksan_squeeze_0.6": ("hksan", ["distill.hksan.squeeze_weight=0.6"]),
+            "hksan_adversarial_warmup_5": ("hksan", ["distill.hksan.adversarial_warmup_epochs=5"]),
+            # KD beats HKSAN on this protocol (seed 0 of validation, and the
+            # test set): HKSAN with Hinton's soft-target term added.
+            "hksan_kd_term": ("hksan", ["distill.hksan.kd_weight=1"]),
+            # Squeeze weight 0.6 diverged through the product of the student's
+            # guide projection and descriptor; with its guides constant it
+            # trains, so the squeeze can be made stronger.
+            "hksan_stop_guide_gradient_squeeze_1": ("hksan", [
+                "distill.hksan.stop_student_guide_gradient=true", "distill.hksan.squeeze_weight=1"]),
         },
         "seeds": [0, 1, 2],
     },

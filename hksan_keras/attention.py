@@ -199,6 +199,15 @@ class HierarchicalSqueeze(keras.layers.Layer):
             at lr 0.1 with squeeze_weight=1 and guides of width 128 + F the
             student's squeeze diverged within 90 steps (cpu-small). Scaled,
             the same run trained.
+        stop_guide_gradient: Treat every guide as a constant: no gradient
+            reaches the descriptor (and, through it, the last stage) from
+            the estimators. For the student's squeeze: the guide projection
+            W and the descriptor g(theta) form a product `W g` that the
+            squeeze term fits, and above squeeze_weight ~0.3 the two fed
+            each other until the run diverged (ResNet-56 -> ResNet-20, lr
+            0.1, weight 0.6: W's norm 5 -> 20 and the guides' squared norm
+            130 -> 5e4 within ~90 steps). With the guide constant the same
+            run trained (W settled near 18).
         **kwargs: Standard `keras.layers.Layer` arguments.
 
     Returns (from `call`):
@@ -226,6 +235,7 @@ class HierarchicalSqueeze(keras.layers.Layer):
         squeeze_target="guided",
         normalize_features=False,
         scale_guide=False,
+        stop_guide_gradient=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -246,6 +256,7 @@ class HierarchicalSqueeze(keras.layers.Layer):
         self.channel_transform = bool(channel_transform)
         self.normalize_guide = bool(normalize_guide)
         self.scale_guide = bool(scale_guide)
+        self.stop_guide_gradient = bool(stop_guide_gradient)
         stages = range(1, len(self.stage_widths) + 1)
         self.channel_transforms = (
             [
@@ -335,6 +346,8 @@ class HierarchicalSqueeze(keras.layers.Layer):
                 guide = ops.concatenate([descriptor, above], axis=-1)
             if self.scale_guide:
                 guide = guide * (1.0 / math.sqrt(guide.shape[-1]))
+            if self.stop_guide_gradient:
+                guide = ops.stop_gradient(guide)
             guides[i] = guide
             squeezed[i], attention[i] = self.estimators[i].attend(
                 stage_features[i], guide, scales[i], transforms[i], shifts[i]
@@ -360,6 +373,7 @@ class HierarchicalSqueeze(keras.layers.Layer):
                 "squeeze_target": self.squeeze_target,
                 "normalize_features": self.normalize_features,
                 "scale_guide": self.scale_guide,
+                "stop_guide_gradient": self.stop_guide_gradient,
             }
         )
         return config

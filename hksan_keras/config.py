@@ -129,6 +129,7 @@ DEFAULTS = {
             "squeeze_target": "guided",
             "normalize_guide": True,
             "scale_guide": False,
+            "stop_student_guide_gradient": False,
             "descriptor_units": 128,
             "logit_weight": 10.0,
             "squeeze_weight": 0.3,

@@ -170,3 +170,29 @@ def test_scaled_guides_have_about_unit_norm_and_round_trip():
     assert shallow_width == 32 + 6
     assert (raw_norm > 2 * shallow_norm).all()
     assert HierarchicalSqueeze.from_config(squeeze.get_config()).scale_guide is True
+
+
+def test_stopped_guide_gradient_leaves_descriptor_without_gradient_and_same_values():
+    import tensorflow as tf
+
+    features = [tf.random.normal((2, 8, 8, 4)), tf.random.normal((2, 4, 4, 6))]
+    free = HierarchicalSqueeze([4, 6], num_classes=3, descriptor_units=5, normalize_guide=True)
+    stopped = HierarchicalSqueeze.from_config({**free.get_config(), "stop_guide_gradient": True})
+    for squeeze in (free, stopped):
+        squeeze.build([f.shape for f in features])
+    stopped.set_weights(free.get_weights())
+    gradients = {}
+    for name, squeeze in (("free", free), ("stopped", stopped)):
+        with tf.GradientTape() as tape:
+            out = squeeze(features)
+            total = sum(tf.reduce_sum(tf.square(k)) for k in out["squeezed"])
+        gradients[name] = tape.gradient(total, [squeeze.descriptor.kernel, squeeze.estimators[0].guide_projection.kernel])
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(out["squeezed"][0]),
+            keras.ops.convert_to_numpy(free(features)["squeezed"][0]), rtol=1e-5, atol=1e-6,
+        )
+    assert float(tf.reduce_max(tf.abs(gradients["free"][0]))) > 0.0
+    assert gradients["stopped"][0] is None or float(tf.reduce_max(tf.abs(gradients["stopped"][0]))) == 0.0
+    # The guide projection itself still learns.
+    assert float(tf.reduce_max(tf.abs(gradients["stopped"][1]))) > 0.0
+    assert HierarchicalSqueeze.from_config(stopped.get_config()).stop_guide_gradient is True

@@ -160,3 +160,20 @@ def test_export_student_serves_the_same_logits_and_never_overwrites(teacher, stu
     with pytest.raises(FileExistsError, match="exists"):
         distiller.export_student(path)
     assert os.path.exists(os.path.join(path, "saved_model.pb"))
+
+
+def test_stopped_student_guide_gradient_is_the_students_only_and_round_trips(teacher, student, batch):
+    distiller = hksan_keras.HKSANDistiller(teacher, student, stop_student_guide_gradient=True, squeeze_weight=1.0)
+    assert distiller.student_squeeze.stop_guide_gradient is True
+    # The teacher's descriptor keeps learning from its task heads.
+    assert distiller.teacher_squeeze.stop_guide_gradient is False
+    descriptor_before = _weights([distiller.student_squeeze.descriptor.kernel])
+    projection_before = _weights([distiller.student_squeeze.estimators[0].guide_projection.kernel])
+    history = _fit(distiller, batch)
+    assert np.isfinite(history.history["squeeze_loss"]).all()
+    # Nothing reaches the student's descriptor (it only feeds the guides),
+    # while the guide projections still fit the teacher's vectors.
+    assert not _changed(descriptor_before, [distiller.student_squeeze.descriptor.kernel])
+    assert _changed(projection_before, [distiller.student_squeeze.estimators[0].guide_projection.kernel])
+    restored = hksan_keras.HKSANDistiller.from_config(distiller.get_config())
+    assert restored.stop_student_guide_gradient is True

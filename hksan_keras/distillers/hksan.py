@@ -105,6 +105,13 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             train at lr 0.1, where unscaled guides diverged. Off: on
             cpu-small's validation split weights 1 and 3 with it trained
             but lost 2.7 and 2.9 points to the default (docs/results.md).
+        stop_student_guide_gradient: Make the student's guides constants
+            (see `HierarchicalSqueeze`'s `stop_guide_gradient`): the
+            product of its guide projection and descriptor is what diverged
+            at squeeze_weight=0.6 on the second protocol; with this the
+            same run trained. The price: the student's backbone then learns
+            from the squeeze term only through the attention-pooled
+            features, not through the guide (docs/results.md).
         descriptor_units: Width of the global task descriptor g.
         logit_weight: Weight of the logit L2 term.
         squeeze_weight: Weight of the squeezed-knowledge matching term (1
@@ -165,6 +172,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         squeeze_target="guided",
         normalize_guide=True,
         scale_guide=False,
+        stop_student_guide_gradient=False,
         descriptor_units=128,
         logit_weight=10.0,
         squeeze_weight=0.3,
@@ -206,6 +214,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         self.hierarchy = hierarchy
         self.normalize_guide = bool(normalize_guide)
         self.scale_guide = bool(scale_guide)
+        self.stop_student_guide_gradient = bool(stop_student_guide_gradient)
         self.normalize_features = bool(normalize_features)
         self.squeeze_target = squeeze_target
         self.descriptor_units = int(descriptor_units)
@@ -241,6 +250,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             scale_guide=self.scale_guide,
             squeeze_target=squeeze_target,
             normalize_features=self.normalize_features,
+            stop_guide_gradient=self.stop_student_guide_gradient,
             channel_transform=True,
             name="student_squeeze",
             dtype="float32",
@@ -368,6 +378,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
                 "hierarchy": self.hierarchy,
                 "normalize_guide": self.normalize_guide,
                 "scale_guide": self.scale_guide,
+                "stop_student_guide_gradient": self.stop_student_guide_gradient,
                 "normalize_features": self.normalize_features,
                 "squeeze_target": self.squeeze_target,
                 "descriptor_units": self.descriptor_units,
