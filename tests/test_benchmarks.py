@@ -74,3 +74,27 @@ def test_throughput_benchmark_measures_every_method_and_writes_ratios(tmp_path):
                     f"--from_json={output}.json", f"--output={again}"],
                    check=True, capture_output=True, cwd=REPO_ROOT)
     assert (tmp_path / "again.md").read_text() == (tmp_path / "throughput.md").read_text()
+
+
+def test_squeeze_stability_trace_reads_each_stage(teacher, student, batch):
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    try:
+        import squeeze_stability
+    finally:
+        sys.path.pop(0)
+    import hksan_keras
+    import numpy as np
+
+    distiller = hksan_keras.HKSANDistiller(teacher, student)
+    images = batch[0][:8]
+    row = squeeze_stability.trace_row(distiller, images, step=7)
+    assert row["step"] == 7 and len(row["stages"]) == 3
+    kernel = distiller.student_squeeze.estimators[0].guide_projection.kernel
+    assert row["stages"][0]["student_projection_norm"] == pytest.approx(float(np.linalg.norm(np.asarray(kernel))))
+    squeezed = distiller.squeeze(images)
+    distance = np.mean((np.asarray(squeezed["student"]["squeezed"][2]) - np.asarray(squeezed["teacher"]["squeezed"][2])) ** 2)
+    assert row["stages"][2]["distance"] == pytest.approx(float(distance), rel=1e-5)
+    guide = np.asarray(squeezed["student"]["guides"][1])
+    assert row["stages"][1]["student_guide_norm2"] == pytest.approx(float(np.mean(np.sum(guide**2, -1))), rel=1e-5)
+    line = squeeze_stability.format_row(row)
+    assert line.startswith("step     7") and line.count("stage ") == 3
