@@ -165,8 +165,8 @@ PROTOCOLS = {
                 "distill.hksan.squeeze_weight=1", "distill.hksan.scale_guide=true"]),
             "hksan_squeeze_3_scaled_guide": ("hksan", [
                 "distill.hksan.squeeze_weight=3", "distill.hksan.scale_guide=true"]),
-            # Stronger unscaled squeeze, below the guide projection's SGD
-            # stability bound (about 0.8 at lr 0.1, docs/results.md).
+            # Stronger unscaled squeeze. It diverged: the student's guide
+            # projection and its guides grew together (docs/results.md).
             "hksan_squeeze_0.6": ("hksan", ["distill.hksan.squeeze_weight=0.6"]),
             "hksan_adversarial_warmup_5": ("hksan", ["distill.hksan.adversarial_warmup_epochs=5"]),
             # KD beats HKSAN on this protocol (seed 0 of validation, and the
