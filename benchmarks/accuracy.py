@@ -177,6 +177,13 @@ PROTOCOLS = {
             # trains, so the squeeze can be made stronger.
             "hksan_stop_guide_gradient_squeeze_1": ("hksan", [
                 "distill.hksan.stop_student_guide_gradient=true", "distill.hksan.squeeze_weight=1"]),
+            # The dense feature methods (NST, FitNets, AT) lead this protocol
+            # by 3 to 4.5 points: the squeezed vector is one vector per
+            # stage, so add matching of where each network looks, at every
+            # position: the estimators' own maps M, or AT's activation maps.
+            "hksan_attention_3": ("hksan", ["distill.hksan.attention_weight=3"]),
+            "hksan_activation_attention_1000": ("hksan", [
+                "distill.hksan.attention_weight=1000", "distill.hksan.attention_maps=activation"]),
         },
         "seeds": [0, 1, 2],
     },

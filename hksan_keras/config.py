@@ -134,6 +134,8 @@ DEFAULTS = {
             "logit_weight": 10.0,
             "squeeze_weight": 0.3,
             "squeeze_distance": "squared",
+            "attention_weight": 0.0,
+            "attention_maps": "estimator",
             "label_weight": 1.0,
             "task_weight": 1.0,
             **_DISCRIMINATOR,

@@ -26,7 +26,12 @@ from hksan_keras.distribute import (
     worker_directory,
 )
 from hksan_keras.attention import HIERARCHIES, SQUEEZE_TARGETS
-from hksan_keras.losses import GAN_LOSSES, LOGIT_DISTANCES, SQUEEZE_DISTANCES
+from hksan_keras.losses import (
+    ATTENTION_MAPS,
+    GAN_LOSSES,
+    LOGIT_DISTANCES,
+    SQUEEZE_DISTANCES,
+)
 from hksan_keras.callbacks import (
     BestStudentCheckpoint,
     EpochSummary,
@@ -52,6 +57,7 @@ _CHOICES = {
     "hksan.hierarchy": HIERARCHIES,
     "hksan.squeeze_distance": SQUEEZE_DISTANCES,
     "hksan.squeeze_target": SQUEEZE_TARGETS,
+    "hksan.attention_maps": ATTENTION_MAPS,
     **{
         f"{method}.{option}": choices
         for method in ("anc", "xu", "hksan")

@@ -448,6 +448,48 @@ def attention_transfer_loss(teacher_maps, student_maps, p=2.0):
     return total
 
 
+ATTENTION_MAPS = ("estimator", "activation")
+
+
+def attention_distribution_loss(teacher_attention, student_attention):
+    """KL(M_T || M_S) between spatial attention distributions, summed over stages.
+
+    The maps are HKSAN's task-driven attention (softmax over positions, each
+    summing to one), so the divergence needs no normalisation and does not
+    grow with the scale of either network's features: its gradient with
+    respect to the student's attention scores is `M_S - M_T`.
+
+    Args:
+        teacher_attention: List of (batch, H_i, W_i) maps, each summing to one.
+        student_attention: List of (batch, H_i, W_i) maps, each summing to
+            one; a map of a whole multiple of the teacher's size (or of a
+            whole fraction of it) is summed over blocks to the smaller size.
+
+    Returns:
+        Scalar sum over stages of the batch mean divergence.
+    """
+    if len(teacher_attention) != len(student_attention):
+        raise ValueError(
+            f"Got {len(teacher_attention)} teacher and "
+            f"{len(student_attention)} student attention maps; they must match."
+        )
+    total = 0.0
+    for teacher_map, student_map in zip(teacher_attention, student_attention):
+        # Average pooling keeps each map a distribution up to a constant
+        # factor (the block area), renormalised below.
+        student_map, teacher_map = match_resolution(
+            student_map[..., None], teacher_map[..., None]
+        )
+        batch = ops.shape(teacher_map)[0]
+        teacher_probs = ops.reshape(teacher_map, (batch, -1))
+        student_probs = ops.reshape(student_map, (batch, -1))
+        teacher_probs = teacher_probs / ops.sum(teacher_probs, axis=-1, keepdims=True)
+        student_probs = student_probs / ops.sum(student_probs, axis=-1, keepdims=True)
+        student_log_probs = ops.log(ops.maximum(student_probs, 1e-12))
+        total = total + ops.mean(_kl(teacher_probs, student_log_probs))
+    return total
+
+
 def _channel_distributions(feature_map):
     """(batch, C, H * W): each channel's spatial response, L2-normalised."""
     batch = ops.shape(feature_map)[0]

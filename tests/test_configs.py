@@ -73,6 +73,7 @@ def test_an_unknown_method_is_refused_before_training():
     ("distill.hksan.logit_distance=cosine", "distill.hksan.logit_distance must be one of"),
     ("distill.anc.gan_loss=wgan", "distill.anc.gan_loss must be one of"),
     ("distill.hksan.squeeze_target=both", "distill.hksan.squeeze_target must be one of"),
+    ("distill.hksan.attention_maps=gradcam", "distill.hksan.attention_maps must be one of"),
     ("distill.xu.discriminator_input=features", "distill.xu.discriminator_input must be one of"),
 ])
 def test_option_names_are_checked_before_training(override, message):

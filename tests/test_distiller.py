@@ -177,3 +177,30 @@ def test_stopped_student_guide_gradient_is_the_students_only_and_round_trips(tea
     assert _changed(projection_before, [distiller.student_squeeze.estimators[0].guide_projection.kernel])
     restored = hksan_keras.HKSANDistiller.from_config(distiller.get_config())
     assert restored.stop_student_guide_gradient is True
+
+
+@pytest.mark.parametrize("attention_maps, weight", [("estimator", 3.0), ("activation", 1000.0)])
+def test_attention_term_trains_the_student_only_and_round_trips(teacher, student, batch, attention_maps, weight):
+    distiller = hksan_keras.HKSANDistiller(
+        teacher, student, attention_weight=weight, attention_maps=attention_maps,
+        logit_weight=0.0, squeeze_weight=0.0, adversarial_weight=0.0, task_weight=0.0,
+        label_weight=0.0,
+    )
+    teacher_squeeze_before = _weights(distiller.teacher_squeeze.trainable_variables)
+    student_before = _weights(student.trainable_variables)
+    history = _fit(distiller, batch)
+    assert np.isfinite(history.history["attention_loss"]).all()
+    assert history.history["attention_loss"][0] > 0
+    # The attention term alone moves the student; the teacher's maps are targets.
+    assert _changed(student_before, student.trainable_variables)
+    assert not _changed(teacher_squeeze_before, distiller.teacher_squeeze.trainable_variables)
+    restored = hksan_keras.HKSANDistiller.from_config(distiller.get_config())
+    assert (restored.attention_maps, restored.attention_weight) == (attention_maps, weight)
+
+
+def test_attention_term_is_off_by_default_and_rejects_unknown_maps(teacher, student, batch):
+    distiller = hksan_keras.HKSANDistiller(teacher, student)
+    assert distiller.attention_weight == 0.0
+    assert _fit(distiller, batch).history["attention_loss"][0] == 0.0
+    with pytest.raises(ValueError, match="attention_maps must be one of"):
+        hksan_keras.HKSANDistiller(teacher, student, attention_maps="gradcam")

@@ -84,3 +84,23 @@ def test_normalized_terms_have_finite_gradients_at_all_zero_features():
             tape.watch(zeros)
             value = loss(zeros)
         assert np.all(np.isfinite(tape.gradient(value, zeros).numpy()))
+
+
+def test_attention_distribution_loss_is_the_kl_of_the_maps_and_pools_larger_maps():
+    rng = np.random.default_rng(3)
+    teacher = rng.random((2, 4, 4)).astype("float32")
+    teacher /= teacher.sum(axis=(1, 2), keepdims=True)
+    student = rng.random((2, 4, 4)).astype("float32")
+    student /= student.sum(axis=(1, 2), keepdims=True)
+    expected = np.mean(np.sum(teacher * (np.log(teacher) - np.log(student)), axis=(1, 2)))
+    np.testing.assert_allclose(
+        float(losses.attention_distribution_loss([teacher], [student])), expected, rtol=1e-5
+    )
+    assert float(losses.attention_distribution_loss([teacher], [teacher])) == pytest.approx(0.0, abs=1e-6)
+    # A student map twice the teacher's size is summed over 2x2 blocks.
+    fine = np.repeat(np.repeat(student, 2, axis=1), 2, axis=2) / 4
+    np.testing.assert_allclose(
+        float(losses.attention_distribution_loss([teacher], [fine])), expected, rtol=1e-5
+    )
+    with pytest.raises(ValueError, match="must match"):
+        losses.attention_distribution_loss([teacher], [student, student])

@@ -49,6 +49,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         L_S = logit_weight * mean((l_S - l_T)^2) / var(l_T)
             + kd_weight * T^2 KL(softmax(l_T / T) || softmax(l_S / T))
             + squeeze_weight * sum_i mean((k_S^i - k_T^i)^2)
+            + attention_weight * sum_i KL(M_T^i || M_S^i)    (off by default)
             + adversarial_weight * [BCE(D_src(l_S), real) + CE(y, D_cls(l_S))]
             + label_weight * CE(y, l_S)
             + task_weight * mean_i CE(y, head_i(k_S^i))
@@ -115,6 +116,16 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             the second protocol's validation split the student reached
             48.9 % against 75.1 % with the defaults (seed 0,
             docs/results.md).
+        attention_weight: Weight of matching the attention maps themselves
+            (an extension beyond KSANC's text, 0 = off): the squeezed vector
+            is one F_i-vector per stage, while the maps say where the
+            teacher looks at every position.
+        attention_maps: What that term matches. "estimator": the task-driven
+            attention maps M of the estimators, by
+            `sum_i KL(M_T^i || M_S^i)` (`losses.attention_distribution_loss`);
+            "activation": Zagoruyko and Komodakis's activation-energy maps of
+            the stage features (`losses.attention_transfer_loss`, whose
+            published weight is 1000).
         descriptor_units: Width of the global task descriptor g.
         logit_weight: Weight of the logit L2 term.
         squeeze_weight: Weight of the squeezed-knowledge matching term (1
@@ -156,6 +167,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         "logit_loss",
         "kd_loss",
         "squeeze_loss",
+        "attention_loss",
         "adversarial_loss",
         "label_loss",
         "task_loss",
@@ -180,6 +192,8 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         logit_weight=10.0,
         squeeze_weight=0.3,
         squeeze_distance="squared",
+        attention_weight=0.0,
+        attention_maps="estimator",
         adversarial_weight=0.1,
         label_weight=1.0,
         task_weight=1.0,
@@ -212,8 +226,16 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         )
         check_weights(
             squeeze_weight=squeeze_weight,
+            attention_weight=attention_weight,
             task_weight=task_weight,
         )
+        if attention_maps not in losses.ATTENTION_MAPS:
+            raise ValueError(
+                f"attention_maps must be one of {losses.ATTENTION_MAPS}, "
+                f"got {attention_maps!r}."
+            )
+        self.attention_weight = float(attention_weight)
+        self.attention_maps = attention_maps
         self.hierarchy = hierarchy
         self.normalize_guide = bool(normalize_guide)
         self.scale_guide = bool(scale_guide)
@@ -282,8 +304,20 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         terms = super().loss_terms(labels, teacher, student)
         student_squeezed = self.student_squeeze(student["features"])
         teacher_squeezed = self.teacher_squeeze(teacher["features"])
+        if not self.attention_weight:
+            attention_loss = ops.zeros((), "float32")
+        elif self.attention_maps == "estimator":
+            attention_loss = losses.attention_distribution_loss(
+                [ops.stop_gradient(m) for m in teacher_squeezed["attention"]],
+                student_squeezed["attention"],
+            )
+        else:
+            attention_loss = losses.attention_transfer_loss(
+                teacher["features"], student["features"]
+            )
         terms.update(
             {
+                "attention_loss": attention_loss,
                 "squeeze_loss": losses.squeezed_knowledge_loss(
                     [ops.stop_gradient(k) for k in teacher_squeezed["squeezed"]],
                     student_squeezed["squeezed"],
@@ -304,6 +338,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         weights.update(
             {
                 "squeeze_loss": self.squeeze_weight,
+                "attention_loss": self.attention_weight,
                 "task_loss": self.task_weight,
                 "teacher_task_loss": self.task_weight
                 if self.train_teacher_attention
@@ -387,6 +422,8 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
                 "descriptor_units": self.descriptor_units,
                 "squeeze_weight": self.squeeze_weight,
                 "squeeze_distance": self.squeeze_distance,
+                "attention_weight": self.attention_weight,
+                "attention_maps": self.attention_maps,
                 "task_weight": self.task_weight,
                 "train_teacher_attention": self.train_teacher_attention,
             }
