@@ -41,6 +41,27 @@ EVERY_METHOD = {
 # their runs keep their meaning.
 PREVIOUS_SQUEEZE = ["distill.hksan.squeeze_weight=0.1", "distill.hksan.normalize_guide=false"]
 
+# HKSAN before attention-map matching became a default: variants measured
+# before it pin it off (`_before_attention`), so that their runs keep their
+# meaning.
+NO_ATTENTION = ["distill.hksan.attention_weight=0"]
+
+
+def _before_attention(variants):
+    """The variants with attention matching off wherever they do not set it."""
+    return {
+        name: (method, overrides if method != "hksan" or any("attention_" in o for o in overrides)
+               else [*overrides, *NO_ATTENTION])
+        for name, (method, overrides) in variants.items()
+    }
+
+
+# HKSAN with attention-map matching, chosen on both validation splits.
+ATTENTION_CANDIDATE = {
+    "hksan_activation_attention_1000": ("hksan", [
+        "distill.hksan.attention_weight=1000", "distill.hksan.attention_maps=activation"]),
+}
+
 PROTOCOLS = {
     "cpu-small": {
         "root": "cpu-small",
@@ -49,14 +70,15 @@ PROTOCOLS = {
             **EVERY_METHOD,
             # HKSAN's previous default, confirmed on this test set before
             # the squeeze settings were chosen anew on validation.
-            "hksan_squeeze_0.1": ("hksan", PREVIOUS_SQUEEZE),
+            "hksan_squeeze_0.1": ("hksan", [*PREVIOUS_SQUEEZE, *NO_ATTENTION]),
+            **ATTENTION_CANDIDATE,
         },
         "seeds": [0, 1, 2],
     },
     "cpu-small-ablations": {
         "root": "cpu-small",
         "configs": [CPU_SMALL_CONFIG],
-        "variants": {
+        "variants": _before_attention({
             "hksan_squeeze_0.1": ("hksan", PREVIOUS_SQUEEZE),
             "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat", *PREVIOUS_SQUEEZE]),
             "hksan_no_adversarial": ("hksan", ["distill.hksan.adversarial_weight=0", *PREVIOUS_SQUEEZE]),
@@ -65,7 +87,7 @@ PROTOCOLS = {
             # ANC with the first scale-free logit term (standardised, weight 1).
             "anc_standardized": ("anc", [
                 "distill.anc.logit_distance=standardized", "distill.anc.logit_weight=1"]),
-        },
+        }),
         "seeds": [0, 1, 2],
     },
     # Choosing HKSAN's settings without touching the test set: the same
@@ -78,7 +100,7 @@ PROTOCOLS = {
         "overrides": ["data.test_split=train[40000:]"],
         # Every variant spells out its logit term, so that its runs keep
         # their meaning when the defaults change.
-        "variants": {
+        "variants": _before_attention({
             "kd": ("kd", []),
             # Standardised logits (weight 1): the first scale-free default.
             "hksan_standardized": ("hksan", [
@@ -135,7 +157,14 @@ PROTOCOLS = {
             "hksan_adversarial_warmup_5": ("hksan", ["distill.hksan.adversarial_warmup_epochs=5", *PREVIOUS_SQUEEZE]),
             "hksan_no_class_head": ("hksan", ["distill.hksan.class_head=false", *PREVIOUS_SQUEEZE]),
             "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat", *PREVIOUS_SQUEEZE]),
-        },
+            # Attention-map matching, chosen on the second protocol's
+            # validation split (below), checked here before it became a
+            # default.
+            "hksan_activation_attention_1000": ("hksan", [
+                "distill.hksan.attention_weight=1000", "distill.hksan.attention_maps=activation"]),
+            "hksan_attention_1": ("hksan", [
+                "distill.hksan.attention_weight=1", "distill.hksan.attention_maps=estimator"]),
+        }),
         "seeds": [0, 1, 2],
     },
     # The second protocol, closer to the paper's pairs: a ResNet-56 teacher
@@ -144,7 +173,7 @@ PROTOCOLS = {
     "cifar10-resnet56-resnet20": {
         "root": "cifar10-resnet56-resnet20",
         "configs": [MEDIUM_CONFIG],
-        "variants": EVERY_METHOD,
+        "variants": {**EVERY_METHOD, **ATTENTION_CANDIDATE},
         "seeds": [0, 1, 2],
     },
     "cifar10-resnet56-resnet20-validation": {
@@ -152,9 +181,10 @@ PROTOCOLS = {
         "teacher_protocol": "cifar10-resnet56-resnet20",
         "configs": [MEDIUM_CONFIG],
         "overrides": ["data.test_split=train[40000:]"],
-        "variants": {
+        "variants": _before_attention({
             "kd": ("kd", []),
-            "hksan": ("hksan", []),
+            # The defaults before attention matching (pinned off).
+            "hksan_without_attention": ("hksan", []),
             "hksan_no_adversarial": ("hksan", ["distill.hksan.adversarial_weight=0"]),
             # The previous squeeze settings (squeeze 1 diverged on cpu-small).
             "hksan_squeeze_0.1": ("hksan", PREVIOUS_SQUEEZE),
@@ -181,10 +211,20 @@ PROTOCOLS = {
             # by 3 to 4.5 points: the squeezed vector is one vector per
             # stage, so add matching of where each network looks, at every
             # position: the estimators' own maps M, or AT's activation maps.
-            "hksan_attention_3": ("hksan", ["distill.hksan.attention_weight=3"]),
+            # Weight 3 diverged at step 66 (the squeeze term first).
+            "hksan_attention_3": ("hksan", [
+                "distill.hksan.attention_weight=3", "distill.hksan.attention_maps=estimator"]),
+            "hksan_attention_1": ("hksan", [
+                "distill.hksan.attention_weight=1", "distill.hksan.attention_maps=estimator"]),
             "hksan_activation_attention_1000": ("hksan", [
                 "distill.hksan.attention_weight=1000", "distill.hksan.attention_maps=activation"]),
-        },
+            # What HKSAN's own terms add to the attention maps: without the
+            # squeeze, and AT alone (its maps and weight, the label term only).
+            "hksan_activation_attention_1000_no_squeeze": ("hksan", [
+                "distill.hksan.attention_weight=1000", "distill.hksan.attention_maps=activation",
+                "distill.hksan.squeeze_weight=0"]),
+            "at": ("at", []),
+        }),
         "seeds": [0, 1, 2],
     },
     "paper": {

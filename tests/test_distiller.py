@@ -49,7 +49,7 @@ def test_discriminator_takes_k_steps_per_student_step(teacher, student, batch, d
 def test_zero_weights_remove_their_terms_from_the_student_objective(teacher, student, batch):
     distiller = hksan_keras.HKSANDistiller(
         teacher, student, logit_weight=0.0, squeeze_weight=0.0, adversarial_weight=0.0,
-        task_weight=0.0, label_weight=1.0,
+        attention_weight=0.0, task_weight=0.0, label_weight=1.0,
     )
     history = _fit(distiller, batch)
     regularisation = float(sum(student.losses))
@@ -198,9 +198,11 @@ def test_attention_term_trains_the_student_only_and_round_trips(teacher, student
     assert (restored.attention_maps, restored.attention_weight) == (attention_maps, weight)
 
 
-def test_attention_term_is_off_by_default_and_rejects_unknown_maps(teacher, student, batch):
+def test_attention_maps_default_to_activation_maps_and_unknown_maps_are_refused(teacher, student, batch):
     distiller = hksan_keras.HKSANDistiller(teacher, student)
-    assert distiller.attention_weight == 0.0
-    assert _fit(distiller, batch).history["attention_loss"][0] == 0.0
+    assert (distiller.attention_maps, distiller.attention_weight) == ("activation", 1000.0)
+    assert _fit(distiller, batch).history["attention_loss"][0] > 0
+    off = hksan_keras.HKSANDistiller(teacher, student, attention_weight=0.0)
+    assert _fit(off, batch).history["attention_loss"][0] == 0.0
     with pytest.raises(ValueError, match="attention_maps must be one of"):
         hksan_keras.HKSANDistiller(teacher, student, attention_maps="gradcam")
