@@ -56,11 +56,11 @@ def _before_attention(variants):
     }
 
 
-# HKSAN with attention-map matching, chosen on both validation splits.
-ATTENTION_CANDIDATE = {
-    "hksan_activation_attention_1000": ("hksan", [
-        "distill.hksan.attention_weight=1000", "distill.hksan.attention_maps=activation"]),
-}
+# HKSAN's defaults before attention-map matching, kept in the test tables
+# as the ablation of that term. (The new defaults were first run on the test
+# sets as the variant "hksan_activation_attention_1000", after they were
+# chosen on both validation splits; those runs are now the "hksan" rows.)
+WITHOUT_ATTENTION = {"hksan_without_attention": ("hksan", NO_ATTENTION)}
 
 PROTOCOLS = {
     "cpu-small": {
@@ -71,7 +71,7 @@ PROTOCOLS = {
             # HKSAN's previous default, confirmed on this test set before
             # the squeeze settings were chosen anew on validation.
             "hksan_squeeze_0.1": ("hksan", [*PREVIOUS_SQUEEZE, *NO_ATTENTION]),
-            **ATTENTION_CANDIDATE,
+            **WITHOUT_ATTENTION,
         },
         "seeds": [0, 1, 2],
     },
@@ -157,13 +157,11 @@ PROTOCOLS = {
             "hksan_adversarial_warmup_5": ("hksan", ["distill.hksan.adversarial_warmup_epochs=5", *PREVIOUS_SQUEEZE]),
             "hksan_no_class_head": ("hksan", ["distill.hksan.class_head=false", *PREVIOUS_SQUEEZE]),
             "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat", *PREVIOUS_SQUEEZE]),
-            # Attention-map matching, chosen on the second protocol's
-            # validation split (below), checked here before it became a
+            # Attention-map matching, found on the second protocol's
+            # validation split (below), checked here before it became the
             # default.
             "hksan_activation_attention_1000": ("hksan", [
                 "distill.hksan.attention_weight=1000", "distill.hksan.attention_maps=activation"]),
-            "hksan_attention_1": ("hksan", [
-                "distill.hksan.attention_weight=1", "distill.hksan.attention_maps=estimator"]),
         }),
         "seeds": [0, 1, 2],
     },
@@ -173,7 +171,7 @@ PROTOCOLS = {
     "cifar10-resnet56-resnet20": {
         "root": "cifar10-resnet56-resnet20",
         "configs": [MEDIUM_CONFIG],
-        "variants": {**EVERY_METHOD, **ATTENTION_CANDIDATE},
+        "variants": {**EVERY_METHOD, **WITHOUT_ATTENTION},
         "seeds": [0, 1, 2],
     },
     "cifar10-resnet56-resnet20-validation": {
