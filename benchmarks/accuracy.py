@@ -222,6 +222,9 @@ PROTOCOLS = {
                 "distill.hksan.attention_weight=1000", "distill.hksan.attention_maps=activation",
                 "distill.hksan.squeeze_weight=0"]),
             "at": ("at", []),
+            "hksan_activation_attention_1000_no_adversarial": ("hksan", [
+                "distill.hksan.attention_weight=1000", "distill.hksan.attention_maps=activation",
+                "distill.hksan.adversarial_weight=0"]),
         }),
         "seeds": [0, 1, 2],
     },
