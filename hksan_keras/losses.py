@@ -141,6 +141,14 @@ def l2_normalize(x, axis=-1):
     return x * ops.rsqrt(ops.maximum(squared_norm, 1e-24))
 
 
+def _check_stage_counts(teacher_items, student_items, what):
+    if len(teacher_items) != len(student_items):
+        raise ValueError(
+            f"Got {len(teacher_items)} teacher and {len(student_items)} "
+            f"student {what}; they must match."
+        )
+
+
 def squeezed_knowledge_loss(teacher_squeezed, student_squeezed, distance="squared"):
     """Matching of squeezed knowledge, summed over stages.
 
@@ -157,11 +165,7 @@ def squeezed_knowledge_loss(teacher_squeezed, student_squeezed, distance="square
     Returns:
         Scalar sum over stages of the batch mean distance.
     """
-    if len(teacher_squeezed) != len(student_squeezed):
-        raise ValueError(
-            f"Got {len(teacher_squeezed)} teacher and "
-            f"{len(student_squeezed)} student stages; they must match."
-        )
+    _check_stage_counts(teacher_squeezed, student_squeezed, "stages")
     if distance not in SQUEEZE_DISTANCES:
         raise ValueError(f"distance must be one of {SQUEEZE_DISTANCES}, got {distance!r}.")
     total = 0.0
@@ -468,11 +472,7 @@ def attention_distribution_loss(teacher_attention, student_attention):
     Returns:
         Scalar sum over stages of the batch mean divergence.
     """
-    if len(teacher_attention) != len(student_attention):
-        raise ValueError(
-            f"Got {len(teacher_attention)} teacher and "
-            f"{len(student_attention)} student attention maps; they must match."
-        )
+    _check_stage_counts(teacher_attention, student_attention, "attention maps")
     total = 0.0
     for teacher_map, student_map in zip(teacher_attention, student_attention):
         # Average pooling keeps each map a distribution up to a constant
