@@ -248,14 +248,18 @@ class _Step:
         accuracies = [r["val_accuracy"] for r in read_metrics(self.metrics_jsonl) if "val_accuracy" in r]
         return max(accuracies) if accuracies else None
 
-    def callbacks(self, epochs):
+    def callbacks(self, epochs, extra=()):
+        # The backup comes last: at an epoch's end every other callback has
+        # written its record (metrics line, best model) before the checkpoint
+        # says the epoch is done, so a run killed in between loses nothing.
         return [
-            keras.callbacks.BackupAndRestore(
-                self.backup_dir, save_freq=self.backup_every_steps or "epoch"
-            ),
             keras.callbacks.TensorBoard(os.path.join(self.directory, "logs")),
             MetricsLogger(self.metrics_jsonl),
             EpochSummary(epochs, self.step),
+            *extra,
+            keras.callbacks.BackupAndRestore(
+                self.backup_dir, save_freq=self.backup_every_steps or "epoch"
+            ),
         ]
 
     def finish(self, results):
@@ -309,12 +313,12 @@ def train_classifier(config, role, verbose=1):
             jit_compile=config["jit_compile"],
         )
     best = os.path.join(step.directory, "best.keras")
-    callbacks = step.callbacks(recipe["epochs"]) + [
+    callbacks = step.callbacks(recipe["epochs"], [
         keras.callbacks.ModelCheckpoint(
             best, monitor="val_accuracy", mode="max", save_best_only=True,
             initial_value_threshold=step.best_so_far(),
         )
-    ]
+    ])
     model.fit(train, validation_data=test, epochs=recipe["epochs"],
               callbacks=callbacks, verbose=verbose)
     model.save(os.path.join(step.directory, "last.keras"))
@@ -410,16 +414,17 @@ def distill(config, verbose=1):
             distiller.train_teacher_attention = False
         compile_distiller(distiller, config, steps_per_epoch)
     epochs = config["distill"]["epochs"]
-    callbacks = step.callbacks(epochs) + [
+    extra = [
         BestStudentCheckpoint(
             os.path.join(step.directory, "best_student.keras"),
             initial_best=step.best_so_far(),
         )
     ]
     if isinstance(distiller, HKSANDistiller) and config["attention_images_every_epochs"]:
-        callbacks.append(AttentionImages(
+        extra.append(AttentionImages(
             next(iter(test))[0][:8], os.path.join(step.directory, "logs"),
             config["attention_images_every_epochs"], preprocessing(config)))
+    callbacks = step.callbacks(epochs, extra)
     distiller.fit(train, validation_data=test, epochs=epochs,
                   callbacks=callbacks, verbose=verbose)
     distiller.student.save(os.path.join(step.directory, "last_student.keras"))
