@@ -234,11 +234,12 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             attention_weight=attention_weight,
             task_weight=task_weight,
         )
-        if attention_maps not in losses.ATTENTION_MAPS:
-            raise ValueError(
-                f"attention_maps must be one of {losses.ATTENTION_MAPS}, "
-                f"got {attention_maps!r}."
-            )
+        for name, value, choices in (
+            ("squeeze_distance", squeeze_distance, losses.SQUEEZE_DISTANCES),
+            ("attention_maps", attention_maps, losses.ATTENTION_MAPS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
         self.attention_weight = float(attention_weight)
         self.attention_maps = attention_maps
         self.hierarchy = hierarchy
@@ -249,11 +250,6 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         self.squeeze_target = squeeze_target
         self.descriptor_units = int(descriptor_units)
         self.squeeze_weight = float(squeeze_weight)
-        if squeeze_distance not in losses.SQUEEZE_DISTANCES:
-            raise ValueError(
-                f"squeeze_distance must be one of {losses.SQUEEZE_DISTANCES}, "
-                f"got {squeeze_distance!r}."
-            )
         self.squeeze_distance = squeeze_distance
         self.task_weight = float(task_weight)
         self.train_teacher_attention = bool(train_teacher_attention)
