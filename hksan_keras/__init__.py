@@ -9,14 +9,17 @@ Public API:
     losses          every method's loss terms, usable on their own
     keras_losses    KD, AT, NST as keras.distillation.DistillationLoss
     models          CIFAR ResNets, Wide ResNets, ImageNet ResNets with named stages
-    taps            stage outputs of any functional model
+    taps            stage outputs of any functional or Sequential model, nested
+                    models included (layers named by path: "backbone/conv4_out")
+    logits_model    the logits of a classifier that ends in a softmax
     data            tf.data pipelines (TFDS, numpy arrays, image folders)
     callbacks       per-epoch metrics, summaries, best-student checkpoint
     export          SavedModel and TFLite export
     experiment      config-driven steps behind the hksan-keras command
 """
 
-from hksan_keras import callbacks, data, export, keras_losses, losses, models, taps
+from hksan_keras import callbacks, data, export, keras_losses, logits, losses, models, taps
+from hksan_keras.logits import logits_model
 from hksan_keras.attention import HierarchicalSqueeze, TaskDrivenAttention
 from hksan_keras.discriminators import LogitDiscriminator
 from hksan_keras import distillers
@@ -37,6 +40,8 @@ __all__ = [
     "experiment",
     "export",
     "keras_losses",
+    "logits",
+    "logits_model",
     "losses",
     "models",
     "taps",

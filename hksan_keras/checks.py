@@ -47,8 +47,10 @@ def check_same_input_shape(teacher, student):
     Raises:
         ValueError: Their known input dimensions differ.
     """
-    teacher_shape = tuple(teacher.inputs[0].shape[1:])
-    student_shape = tuple(student.inputs[0].shape[1:])
+    from hksan_keras.taps import image_shape
+
+    teacher_shape = image_shape(teacher)
+    student_shape = image_shape(student)
     mismatch = len(teacher_shape) != len(student_shape) or any(
         t is not None and s is not None and t != s
         for t, s in zip(teacher_shape, student_shape)
@@ -68,15 +70,16 @@ def check_batch(images, labels, num_classes, image_shape):
 
     Args:
         images: A batch of images (array or tensor).
-        labels: Integer labels of shape (batch,) or (batch, 1), or one-hot
-            labels of shape (batch, num_classes).
+        labels: Integer labels of shape (batch,) or (batch, 1), or rows of
+            shape (batch, num_classes) that are probability distributions
+            (one-hot or soft labels: label smoothing, mixup, CutMix).
         num_classes: The models' number of classes.
         image_shape: The models' input shape without the batch dimension
             (None for unknown dimensions).
 
     Raises:
         ValueError: Empty batch, wrong image rank or channels, labels out of
-            range or of another width.
+            range or of another width, label rows that are not distributions.
         TypeError: Class-index labels of a float dtype, or labels that are
             not numbers at all.
     """
@@ -114,6 +117,18 @@ def check_batch(images, labels, num_classes, image_shape):
                 f"{labels.shape[-1]}, but the models predict {num_classes} classes. "
                 f"Pass integer class indices of shape (batch,) or one-hot rows of width "
                 f"{num_classes}."
+            )
+        rows = labels.astype("float64")
+        sums = rows.sum(axis=-1)
+        if np.any(rows < 0) or np.any(np.abs(sums - 1.0) > 1e-3):
+            worst = int(np.argmax(np.abs(sums - 1.0) + (rows < 0).any(axis=-1)))
+            raise ValueError(
+                f"The labels are rows of width {num_classes} but not probability "
+                f"distributions (row {worst} sums to {sums[worst]:.4g}"
+                f"{' and has negative entries' if (rows[worst] < 0).any() else ''}). "
+                "Rows are read as soft labels (one-hot, label smoothing, mixup): "
+                "each must be non-negative and sum to 1. Pass integer class "
+                "indices of shape (batch,), or normalise the rows."
             )
         return
     if labels.ndim > 2:

@@ -25,9 +25,19 @@ def _check_spec(model, preprocessing):
     if preprocessing is None:
         raise ValueError(
             "export needs the preprocessing of the training pipeline, so that the "
-            "exported model takes raw uint8 images: pass preprocessing=dataset."
-            "preprocessing (the pipelines of hksan_keras.data set it) or "
-            "hksan_keras.data.dataset_preprocessing('cifar10')."
+            "exported model takes raw uint8 images, and the training data carried "
+            "none (the pipelines of hksan_keras.data set `dataset.preprocessing`; "
+            "keras.utils.image_dataset_from_directory and plain arrays do not). "
+            "Pass the spec of what your pipeline did to the raw pixels:\n"
+            "  - the model took raw 0..255 pixels (normalisation inside the model, "
+            "or none): preprocessing=hksan_keras.data.preprocessing_spec("
+            "([0, 0, 0], [1, 1, 1]))\n"
+            "  - the pipeline computed (pixels - mean) / std (in the 0..255 scale): "
+            "preprocessing=hksan_keras.data.preprocessing_spec((mean, std))\n"
+            "  - it was a hksan_keras.data pipeline of a named dataset: "
+            "preprocessing=hksan_keras.data.dataset_preprocessing('cifar10').\n"
+            "A spec that differs from the training pipeline exports a model whose "
+            "probabilities differ from the student's."
         )
     size = tuple(model.inputs[0].shape[1:3])
     if preprocessing["image_size"] is not None and None not in size:

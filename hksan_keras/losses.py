@@ -11,12 +11,30 @@ their published weights apply.
 from keras import ops
 
 
-def sparse_labels(labels):
-    """Integer class labels from integer or one-hot labels.
+def prepare_labels(labels):
+    """Labels as the distillers use them: class indices, or soft rows.
 
     Args:
-        labels: Tensor of shape (batch,) or (batch, 1) of class indices, or
-            (batch, num_classes) one-hot / soft labels.
+        labels: Class indices of shape (batch,) or (batch, 1), or rows of
+            shape (batch, num_classes) that are probability distributions
+            (one-hot, label smoothing, mixup / CutMix mixtures, a previous
+            model's probabilities).
+
+    Returns:
+        An int32 tensor of shape (batch,) for class indices, or a float32
+        tensor of shape (batch, num_classes) for rows (kept as they are:
+        never reduced to their argmax).
+    """
+    if len(labels.shape) == 2 and labels.shape[-1] != 1:
+        return ops.cast(labels, "float32")
+    return ops.cast(ops.reshape(labels, (-1,)), "int32")
+
+
+def class_indices(labels):
+    """The class of each example: the index, or the argmax of a soft row.
+
+    Args:
+        labels: As returned by `prepare_labels`.
 
     Returns:
         An int32 tensor of shape (batch,).
@@ -26,11 +44,40 @@ def sparse_labels(labels):
     return ops.cast(ops.reshape(labels, (-1,)), "int32")
 
 
-def label_loss(labels, logits):
-    """Cross-entropy between integer labels and logits.
+def label_distribution(labels, num_classes, dtype="float32"):
+    """Labels as rows of shape (batch, num_classes): one-hot or the soft rows."""
+    if len(labels.shape) == 2 and labels.shape[-1] != 1:
+        return ops.cast(labels, dtype)
+    return ops.one_hot(class_indices(labels), num_classes, dtype=dtype)
+
+
+def per_example_label_loss(labels, logits):
+    """Cross-entropy of each example: with its class, or with its soft row.
 
     Args:
-        labels: Integer class labels, shape (batch,).
+        labels: Class indices, shape (batch,), or distributions, shape
+            (batch, num_classes) (see `prepare_labels`).
+        logits: Unnormalised scores, shape (batch, num_classes).
+
+    Returns:
+        Shape (batch,): `-log softmax(logits)[label]`, or for a row `y`,
+        `-sum_c y_c log softmax(logits)_c`.
+    """
+    if len(labels.shape) == 2 and labels.shape[-1] != 1:
+        return ops.categorical_crossentropy(
+            ops.cast(labels, logits.dtype), logits, from_logits=True
+        )
+    return ops.sparse_categorical_crossentropy(
+        class_indices(labels), logits, from_logits=True
+    )
+
+
+def label_loss(labels, logits):
+    """Mean cross-entropy between labels (indices or soft rows) and logits.
+
+    Args:
+        labels: Class indices, shape (batch,), or distributions, shape
+            (batch, num_classes).
         logits: Unnormalised scores, shape (batch, num_classes).
 
     Returns:
@@ -39,10 +86,9 @@ def label_loss(labels, logits):
     Example:
 
     >>> label_loss(ops.array([0]), ops.array([[2.0, 0.0]]))  # ~0.127
+    >>> label_loss(ops.array([[0.6, 0.4]]), ops.array([[2.0, 0.0]]))  # ~0.927
     """
-    return ops.mean(
-        ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    )
+    return ops.mean(per_example_label_loss(labels, logits))
 
 
 def standardize(x, axis=-1):
@@ -335,7 +381,8 @@ def dkd_loss(labels, teacher_logits, student_logits, alpha=1.0, beta=8.0, temper
     classes; both softened by T and scaled by T^2, as in mdistiller.
 
     Args:
-        labels: Integer class labels, shape (batch,).
+        labels: Integer class labels, shape (batch,), or soft rows (their
+            argmax is the target class).
         teacher_logits: Shape (batch, num_classes).
         student_logits: Shape (batch, num_classes).
         alpha: Weight of TCKD.
@@ -346,7 +393,8 @@ def dkd_loss(labels, teacher_logits, student_logits, alpha=1.0, beta=8.0, temper
         Scalar loss.
     """
     num_classes = ops.shape(student_logits)[-1]
-    target = ops.one_hot(labels, num_classes, dtype=student_logits.dtype)
+    # DKD splits the classes at the target class: for soft rows, the argmax.
+    target = ops.one_hot(class_indices(labels), num_classes, dtype=student_logits.dtype)
     teacher_probs = ops.softmax(teacher_logits / temperature, axis=-1)
     student_probs = ops.softmax(student_logits / temperature, axis=-1)
 

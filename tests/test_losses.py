@@ -57,8 +57,8 @@ def test_adversarial_and_discriminator_losses_match_hand_computation():
 
 def test_one_hot_labels_become_class_indices():
     one_hot = np.eye(4)[[3, 0, 2]]
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(losses.sparse_labels(one_hot)), [3, 0, 2])
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(losses.sparse_labels(np.array([[1], [2]]))), [1, 2])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(losses.class_indices(one_hot)), [3, 0, 2])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(losses.class_indices(np.array([[1], [2]]))), [1, 2])
 
 
 def test_discriminator_heads_and_regularisation():

@@ -1,4 +1,5 @@
 import keras
+import numpy as np
 import pytest
 
 import hksan_keras
@@ -79,7 +80,7 @@ def test_probability_outputs_are_rejected(teacher):
         hksan_keras.HKSANDistiller(teacher, keras.Model(inputs, outputs))
 
 
-def test_subclassed_models_are_rejected_with_a_hint(teacher):
+def test_subclassed_models_train_with_logit_methods_and_stage_methods_say_how_to_wrap(teacher):
     class Subclassed(keras.Model):
         def __init__(self):
             super().__init__()
@@ -90,8 +91,19 @@ def test_subclassed_models_are_rejected_with_a_hint(teacher):
 
     model = Subclassed()
     model(keras.ops.ones((1, 16, 16, 3)))
-    with pytest.raises(ValueError, match="subclassed models are not supported"):
+    with pytest.raises(ValueError, match=r"no symbolic inputs.*wrap a subclassed backbone.*KDDistiller"):
         hksan_keras.HKSANDistiller(teacher, model)
+    # Logit-only methods tap no layer: any built model is accepted, as
+    # teacher and as student.
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(8, 16, 16, 3)).astype("float32")
+    labels = rng.integers(0, 10, size=(8,))
+    for method in ("kd", "dkd", "anc"):
+        for pair in ((model, tiny_resnet((4, 8, 12))), (teacher, model)):
+            distiller = hksan_keras.distillers.get(method)(*pair)
+            distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+            history = distiller.fit(images, labels, batch_size=4, epochs=1, verbose=0)
+            assert np.isfinite(history.history["loss"][-1]), method
 
 
 def test_invalid_hyperparameters_are_rejected(teacher, student):

@@ -11,7 +11,8 @@ from hksan_keras.distillers.base import (
     Distiller,
     check_weights,
     cross_replica_mean,
-    num_replicas,
+    replica_share,
+    where_examples,
 )
 
 
@@ -252,7 +253,7 @@ class AdversarialDistiller(Distiller):
             self.discriminator_view(x) for x in (teacher_logits, student_logits, perturbed)
         ]
         if self.CONDITIONAL:
-            condition = ops.one_hot(labels, self.num_classes, dtype=student_logits.dtype)
+            condition = losses.label_distribution(labels, self.num_classes, student_logits.dtype)
             inputs = [ops.concatenate([x, condition], axis=-1) for x in inputs]
         source, classes = self.discriminator(
             ops.concatenate(inputs, axis=0), training=True
@@ -290,7 +291,10 @@ class AdversarialDistiller(Distiller):
                 )
                 if self.discriminator.losses:
                     loss = loss + ops.sum(self.discriminator.losses)
-                scaled_loss = self.d_optimizer.scale_loss(loss / num_replicas())
+                batch_size = ops.cast(ops.shape(student["logits"])[0], "float32")
+                scaled_loss = self.d_optimizer.scale_loss(
+                    where_examples(batch_size, loss) * replica_share(batch_size)
+                )
             gradients = tape.gradient(scaled_loss, variables)
             self.d_optimizer.apply(gradients, variables)
         return {"discriminator_loss": loss}
@@ -308,7 +312,10 @@ class AdversarialDistiller(Distiller):
             terms["adversarial_loss"] = ops.zeros((), "float32")
         scale = None
         if self.logit_distance == "relative":
-            scale = cross_replica_mean(losses.teacher_logit_variance(teacher["logits"]))
+            scale = cross_replica_mean(
+                losses.teacher_logit_variance(teacher["logits"]),
+                ops.cast(ops.shape(teacher["logits"])[0], "float32"),
+            )
         terms["logit_loss"] = losses.logit_matching_loss(
             teacher["logits"], student["logits"], self.logit_distance, scale
         )

@@ -18,13 +18,31 @@ from hksan_keras.checks import (
     check_weights,
     first_batch,
 )
-from hksan_keras.losses import label_loss, sparse_labels
-from hksan_keras.taps import require_graph, resolve_stages, stage_model
+from hksan_keras.logits import check_last_activation, check_logits
+from hksan_keras.losses import class_indices, label_loss, prepare_labels
+from hksan_keras.taps import (
+    image_shape,
+    is_graph_model,
+    require_model,
+    resolve_stages,
+    stage_model,
+)
 
 
-def _num_classes(model, role):
-    require_graph(model, role)
-    shape = tuple(model.outputs[0].shape)
+def _num_classes(model, role, input_shape):
+    require_model(model, role)
+    if is_graph_model(model):
+        shape = tuple(model.outputs[0].shape)
+    elif input_shape is None:
+        raise ValueError(
+            f"The {role} '{model.name}' is a subclassed model whose input shape "
+            "is unknown. Build it by calling it on a batch of images first."
+        )
+    else:
+        spec = model.compute_output_spec(
+            keras.KerasTensor((None,) + tuple(input_shape))
+        )
+        shape = tuple(spec.shape)
     if len(shape) != 2 or shape[-1] is None:
         raise ValueError(
             f"The {role} '{model.name}' must output logits of shape "
@@ -33,19 +51,9 @@ def _num_classes(model, role):
     return shape[-1]
 
 
-def _reject_probability_outputs(model, role):
-    last = model.layers[-1] if model.layers else None
-    activation = getattr(last, "activation", None)
-    if activation is not None and getattr(activation, "__name__", "") in (
-        "softmax",
-        "sigmoid",
-    ):
-        raise ValueError(
-            f"The {role} '{model.name}' ends with a {activation.__name__} "
-            "activation, but distillation needs logits. Rebuild it without "
-            "the final activation (e.g. keras.applications models take "
-            "`classifier_activation=None`)."
-        )
+# Metrics the distillers report that are better when higher (for Keras
+# callbacks with mode="auto"; every other reported value is a loss).
+MAXIMIZED_METRICS = ("accuracy",)
 
 
 def num_replicas():
@@ -55,18 +63,50 @@ def num_replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
-def cross_replica_mean(value):
-    """The mean of a per-replica value over all replicas (itself without a strategy).
-
-    For statistics of the local batch that must be those of the global batch
-    (replicas hold equal slices of it).
-    """
+def _cross_replica_sum(value):
     import tensorflow as tf
 
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return value
-    return context.all_reduce(tf.distribute.ReduceOp.MEAN, value)
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def replica_share(batch_size):
+    """This replica's share of the global batch: local size / global size.
+
+    A term that is a mean over the local batch, multiplied by this share
+    and summed over replicas, is the mean over the global batch, however
+    unevenly the batch is split (as `tf.nn.compute_average_loss` reduces).
+    1 without a strategy; 0 on a replica that holds no example.
+
+    Args:
+        batch_size: This replica's number of examples (a float32 scalar).
+    """
+    return batch_size / ops.maximum(_cross_replica_sum(batch_size), 1.0)
+
+
+def where_examples(batch_size, value):
+    """`value`, or 0 on a replica with no example (where a mean is NaN)."""
+    return ops.where(batch_size > 0, value, ops.zeros_like(value))
+
+
+def cross_replica_mean(value, batch_size=None):
+    """The global-batch mean of a statistic computed on each replica's batch.
+
+    Args:
+        value: A per-replica mean over its local batch.
+        batch_size: The local batch size; each replica's value is weighted
+            by it, so uneven splits and empty replicas give the global
+            batch's mean. None weighs the replicas equally.
+
+    Returns:
+        The mean over replicas (the value itself without a strategy).
+    """
+    if batch_size is None:
+        batch_size = ops.ones((), "float32")
+    total = _cross_replica_sum(where_examples(batch_size, value * batch_size))
+    return total / ops.maximum(_cross_replica_sum(batch_size), 1e-12)
 
 
 def _per_replica_report(logs):
@@ -129,17 +169,23 @@ class Distiller(keras.Model):
 
     def __init__(self, teacher, student, label_weight=1.0, **kwargs):
         super().__init__(**kwargs)
-        teacher_classes = _num_classes(teacher, "teacher")
-        student_classes = _num_classes(student, "student")
+        shapes = {role: image_shape(model) for role, model in
+                  (("teacher", teacher), ("student", student))
+                  if isinstance(model, keras.Model)}
+        known = next((s for s in shapes.values() if s is not None), None)
+        teacher_classes = _num_classes(teacher, "teacher", shapes["teacher"] or known)
+        student_classes = _num_classes(student, "student", shapes["student"] or known)
         if teacher_classes != student_classes:
             raise ValueError(
                 f"The teacher predicts {teacher_classes} classes and the "
                 f"student {student_classes}; build the student with "
                 f"num_classes={teacher_classes}."
             )
-        _reject_probability_outputs(teacher, "teacher")
-        _reject_probability_outputs(student, "student")
-        check_same_input_shape(teacher, student)
+        check_last_activation(teacher, "teacher")
+        check_last_activation(student, "student")
+        if shapes["teacher"] is not None and shapes["student"] is not None:
+            check_same_input_shape(teacher, student)
+        self.image_shape = known
         check_weights(label_weight=label_weight)
         self.num_classes = teacher_classes
         self.teacher = teacher
@@ -173,7 +219,9 @@ class Distiller(keras.Model):
             data: `(images, labels)`; labels may be integers or one-hot.
 
         Returns:
-            A tuple `(images, labels)` with labels of shape (batch,).
+            A tuple `(images, labels)`: labels as `losses.prepare_labels`
+            gives them (int32 indices of shape (batch,), or float32 rows of
+            shape (batch, num_classes) kept as they are).
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         if y is None:
@@ -185,7 +233,7 @@ class Distiller(keras.Model):
                 "Sample weights are not supported by the distillers; pass "
                 "(images, labels) batches without weights."
             )
-        return x, sparse_labels(y)
+        return x, prepare_labels(y)
 
     def compile(self, optimizer="adam", **kwargs):
         """Configures the student's optimizer.
@@ -237,7 +285,9 @@ class Distiller(keras.Model):
         Before training, the first batch is checked against the models
         (image rank, size and channels; labels integer, in range, or one-hot
         of the right width; not empty) and a bad one raises a ValueError or
-        TypeError that names it. A `DivergenceGuard` is added in front of the
+        TypeError that names it, and teacher and student are run on it: one
+        that outputs probabilities instead of logits is refused (see
+        `hksan_keras.logits_model`). A `DivergenceGuard` is added in front of the
         callbacks (unless one is given), so that a non-finite loss stops
         training at once with a message naming the term, before any
         checkpoint callback can save the broken weights.
@@ -259,15 +309,36 @@ class Distiller(keras.Model):
                 sample[0],
                 sample[1],
                 self.num_classes,
-                tuple(self.student.inputs[0].shape[1:]),
+                self.image_shape or tuple(sample[0].shape[1:]),
             )
+            if self.USES_TEACHER:
+                check_logits(self.teacher, sample[0][:64], "teacher")
+            check_logits(self.student, sample[0][:64], "student")
         callbacks = list(callbacks or [])
+        self._set_metric_directions(callbacks)
         if not any(isinstance(c, DivergenceGuard) for c in callbacks):
             guard = DivergenceGuard(
                 sample_images=None if sample is None else sample[0][:64]
             )
             callbacks.insert(0, guard)
         return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
+
+    def _set_metric_directions(self, callbacks):
+        # Keras callbacks with mode="auto" read a metric's direction only
+        # from compiled metrics; the distillers' accuracy is their own
+        # tracker, so tell them as Keras would for a compiled accuracy.
+        import keras.src.callbacks.monitor_callback as monitor_callback
+
+        for callback in callbacks:
+            if not isinstance(callback, monitor_callback.MonitorCallback):
+                continue
+            name = str(getattr(callback, "monitor", "")).removeprefix("val_")
+            if (
+                getattr(callback, "mode", None) == "auto"
+                and getattr(callback, "monitor_op", None) is None
+                and name in MAXIMIZED_METRICS
+            ):
+                callback.monitor_op = ops.greater
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras (3.15) builds a compiled model on a first batch before
@@ -339,6 +410,7 @@ class Distiller(keras.Model):
             else {}
         )
         variables = self.trainable_student_side()
+        batch_size = ops.cast(ops.shape(images)[0], "float32")
         with tf.GradientTape() as tape:
             student = keras.tree.map_structure(
                 lambda t: ops.cast(t, "float32"),
@@ -358,18 +430,24 @@ class Distiller(keras.Model):
                 loss = loss + weight * ops.cast(terms[term], "float32")
             if self.student.losses:
                 loss = loss + ops.sum([ops.cast(l, "float32") for l in self.student.losses])
-            # Each replica holds a slice of the global batch and gradients are
-            # summed across replicas, so dividing by the replica count makes
-            # the update that of the global-batch mean.
-            scaled_loss = self.optimizer.scale_loss(loss / num_replicas())
+            # Gradients are summed across replicas: weighting each replica's
+            # mean by its share of the global batch makes the update that of
+            # the global-batch mean for any split (an empty replica adds 0).
+            scaled_loss = self.optimizer.scale_loss(
+                where_examples(batch_size, loss) * replica_share(batch_size)
+            )
         gradients = tape.gradient(scaled_loss, variables)
         self.optimizer.apply(gradients, variables)
 
         terms.update(discriminator_terms or {})
-        terms = {name: ops.cast(value, "float32") for name, value in terms.items()}
-        batch_size = ops.cast(ops.shape(labels)[0], "float32")
-        self.loss_tracker.update_state(loss, sample_weight=batch_size)
-        self.accuracy_tracker.update_state(labels, student["logits"])
+        terms = {
+            name: where_examples(batch_size, ops.cast(value, "float32"))
+            for name, value in terms.items()
+        }
+        self.loss_tracker.update_state(
+            where_examples(batch_size, loss), sample_weight=batch_size
+        )
+        self.accuracy_tracker.update_state(class_indices(labels), student["logits"])
         for term, value in terms.items():
             self.term_trackers[term].update_state(value, sample_weight=batch_size)
         return _per_replica_report({metric.name: metric.result() for metric in self.metrics})
@@ -377,11 +455,12 @@ class Distiller(keras.Model):
     def test_step(self, data):
         images, labels = self.unpack_batch(data)
         logits = self.student(images, training=False)
-        batch_size = ops.cast(ops.shape(labels)[0], "float32")
+        batch_size = ops.cast(ops.shape(logits)[0], "float32")
         self.loss_tracker.update_state(
-            label_loss(labels, logits), sample_weight=batch_size
+            where_examples(batch_size, label_loss(labels, logits)),
+            sample_weight=batch_size,
         )
-        self.accuracy_tracker.update_state(labels, logits)
+        self.accuracy_tracker.update_state(class_indices(labels), logits)
         return _per_replica_report({
             "loss": self.loss_tracker.result(),
             "accuracy": self.accuracy_tracker.result(),

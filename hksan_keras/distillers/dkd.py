@@ -1,5 +1,7 @@
 """DKD: Zhao, Cui, Song, Qiu, Liang, "Decoupled Knowledge Distillation" (CVPR 2022)."""
 
+import warnings
+
 import keras
 from keras import ops
 
@@ -48,6 +50,15 @@ class DKDDistiller(Distiller):
         self.beta = float(beta)
         self.temperature = float(temperature)
         self.warmup_steps = int(warmup_steps)
+        if self.num_classes == 2:
+            warnings.warn(
+                "DKDDistiller on 2 classes: its non-target term (NCKD) is "
+                "identically zero (one non-target class has probability 1 "
+                "among the non-targets), so only the target-class term (TCKD) "
+                "and the labels train the student. KDDistiller transfers the "
+                "same information on two classes.",
+                stacklevel=2,
+            )
 
     def loss_terms(self, labels, teacher, student):
         terms = super().loss_terms(labels, teacher, student)

@@ -18,18 +18,18 @@ def task_head_loss(y_true, y_pred):
     """Mean cross-entropy of stacked per-stage task heads.
 
     Args:
-        y_true: Integer labels, shape (batch,).
+        y_true: Integer labels, shape (batch,), or soft rows, shape
+            (batch, num_classes).
         y_pred: Stacked logits, shape (batch, num_stages, num_classes).
 
     Returns:
         Per-example loss, shape (batch,).
     """
-    labels = losses.sparse_labels(y_true)
-    repeated = ops.repeat(labels[:, None], ops.shape(y_pred)[1], axis=1)
-    return ops.mean(
-        ops.sparse_categorical_crossentropy(repeated, y_pred, from_logits=True),
-        axis=1,
-    )
+    labels = losses.prepare_labels(y_true)
+    num_stages = y_pred.shape[1]
+    return sum(
+        losses.per_example_label_loss(labels, y_pred[:, k]) for k in range(num_stages)
+    ) / num_stages
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -396,7 +396,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         >>> distiller.pretrain_teacher_attention(train_ds, epochs=1)
         >>> distiller.compile(...); distiller.fit(train_ds, epochs=10)
         """
-        inputs = self.teacher.input
+        inputs = self.teacher_features.inputs[0]
         feature_maps = self.teacher_features(inputs, training=False)[:-1]
         task_logits = self.teacher_squeeze(feature_maps)["task_logits"]
         stacked = keras.layers.Lambda(
