@@ -1,0 +1,218 @@
+"""The models users arrive with: Sequential and nested (fine-tuning) models,
+softmax heads in every spelling, soft labels, Keras callbacks that watch
+accuracy, DKD on two classes, export without a pipeline's preprocessing."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import hksan_keras
+from hksan_keras import losses
+from hksan_keras.taps import detect_stages
+
+STAGE_METHODS = ("fitnets", "at", "nst", "hksan")
+
+
+def tutorial_cnn(name, classes=2, activation=None):
+    # As in Keras's own distillation tutorial.
+    return keras.Sequential([
+        keras.Input((8, 8, 3)),
+        keras.layers.Conv2D(4, 3, padding="same"),
+        keras.layers.MaxPooling2D(),
+        keras.layers.Conv2D(4, 3, padding="same"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(classes, activation=activation),
+    ], name=name)
+
+
+def backbone(name="backbone"):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="block1")(inputs)
+    x = keras.layers.MaxPooling2D(name="pool1")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="block2")(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def plain_student(classes=3):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="s1")(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="s2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(classes)(x), name="student")
+
+
+def data(shape, classes, n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n,) + shape).astype("float32"),
+            rng.integers(0, classes, size=(n,)))
+
+
+def fit_few_steps(distiller, images, labels, batch_size=8):
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01), **(
+        {"d_optimizer": keras.optimizers.Adam(1e-4)} if hasattr(distiller, "discriminator") else {}))
+    before = [np.array(w) for w in distiller.student.trainable_weights]
+    history = distiller.fit(images, labels, batch_size=batch_size, epochs=1, verbose=0).history
+    assert all(np.isfinite(v[-1]) for v in history.values()), history
+    after = distiller.student.trainable_weights
+    assert any(not np.allclose(b, np.array(a)) for b, a in zip(before, after))
+    return history
+
+
+@pytest.mark.parametrize("method", STAGE_METHODS)
+def test_every_stage_method_trains_a_sequential_pair(method):
+    keras.utils.set_random_seed(0)
+    teacher, student = tutorial_cnn("teacher"), tutorial_cnn("student")
+    distiller = hksan_keras.distillers.get(method)(teacher, student)
+    assert distiller.teacher_stages == ["conv2d", "conv2d_1"] or len(distiller.teacher_stages) == 2
+    fit_few_steps(distiller, *data((8, 8, 3), 2))
+
+
+def nested_sequential():
+    return keras.Sequential([keras.Input((16, 16, 3)), backbone(),
+                             keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)], name="teacher")
+
+
+def nested_functional():
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255.0)(inputs)
+    x = backbone()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(x), name="teacher")
+
+
+@pytest.mark.parametrize("wrapper", [nested_sequential, nested_functional])
+@pytest.mark.parametrize("method", STAGE_METHODS)
+def test_stage_methods_tap_a_backbone_nested_in_a_fine_tuning_wrapper(wrapper, method):
+    keras.utils.set_random_seed(0)
+    teacher = wrapper()
+    assert detect_stages(teacher) == ["backbone/block1", "backbone/block2"]
+    distiller = hksan_keras.distillers.get(method)(teacher, plain_student())
+    assert distiller.teacher_stages == ["backbone/block1", "backbone/block2"]
+    # The backbone is tapped, not copied: the stage model holds its variables.
+    inner = teacher.get_layer("backbone")
+    tapped = {id(v) for v in distiller.teacher_features.weights}
+    assert all(id(v) in tapped for v in inner.weights)
+    images, labels = data((16, 16, 3), 3)
+    features = distiller.teacher_features(images)
+    reference = keras.Model(inner.inputs, inner.get_layer("block2").output)(
+        keras.layers.Rescaling(1 / 255.0)(images) if wrapper is nested_functional else images)
+    np.testing.assert_allclose(features[1], reference, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features[-1], teacher(images), rtol=1e-5, atol=1e-6)
+    fit_few_steps(distiller, images, labels)
+
+
+def test_nested_layers_are_named_by_path_and_errors_list_the_reachable_ones():
+    teacher = nested_sequential()
+    distiller = hksan_keras.distillers.ATDistiller(
+        teacher, plain_student(), teacher_stages=["backbone/block1", "backbone/block2"],
+        student_stages=["s1", "s2"])
+    assert distiller.teacher_stages == ["backbone/block1", "backbone/block2"]
+    with pytest.raises(ValueError) as error:
+        hksan_keras.distillers.ATDistiller(teacher, plain_student(), teacher_stages=["block1", "block2"])
+    message = str(error.value)
+    assert "has no layer named 'block1'" in message
+    assert "'backbone/<layer name>'" in message and "'backbone/block1'" in message
+
+
+def test_preprocessing_layers_are_not_stages():
+    model = keras.applications.EfficientNetB0(weights=None, input_shape=(32, 32, 3), classifier_activation=None)
+    stages = detect_stages(model)
+    assert not any(model.get_layer(s).__class__.__module__.count("preprocessing") for s in stages)
+    assert model.get_layer(stages[0]).output.shape[1] == 16  # the stem's resolution, not the image's
+
+
+def test_probabilities_are_refused_in_every_spelling_and_logits_model_fixes_them():
+    logits_net = tutorial_cnn("inner")
+    i = keras.Input((8, 8, 3))
+    spellings = {
+        "tf.nn.softmax": tutorial_cnn("t1", activation=tf.nn.softmax),
+        "Softmax layer": keras.Sequential([keras.Input((8, 8, 3))] + list(tutorial_cnn("t2").layers) + [keras.layers.Softmax()]),
+        "wrapped": keras.Sequential([logits_net, keras.layers.Softmax()]),
+        "functional": keras.Model(i, keras.layers.Activation("softmax")(logits_net(i))),
+    }
+    images, labels = data((8, 8, 3), 2)
+    for spelling, teacher in spellings.items():
+        with pytest.raises(ValueError, match=r"ends with a softmax.*logits_model"):
+            hksan_keras.distillers.KDDistiller(teacher, tutorial_cnn("student"))
+        logits = hksan_keras.logits_model(teacher)
+        np.testing.assert_allclose(keras.ops.softmax(logits(images)), teacher(images), atol=1e-6)
+        assert {id(v) for v in logits.weights} == {id(v) for v in teacher.weights}, spelling
+        fit_few_steps(hksan_keras.HKSANDistiller(logits, tutorial_cnn("student")), images, labels)
+
+
+def test_probability_outputs_are_refused_by_value_on_the_first_batch():
+    # A head the static check cannot read: softmax inside a Lambda.
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    probs = keras.layers.Lambda(lambda t: keras.ops.softmax(t))(keras.layers.Dense(2)(x))
+    teacher = keras.Model(inputs, probs)
+    distiller = hksan_keras.distillers.KDDistiller(teacher, tutorial_cnn("student"))
+    distiller.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"outputs probabilities \(on the first batch every row"):
+        distiller.fit(*data((8, 8, 3), 2), batch_size=8, verbose=0)
+
+
+def test_soft_labels_train_with_the_soft_cross_entropy():
+    a, b = np.array([0, 1, 2, 3]), np.array([1, 2, 3, 0])
+    soft = 0.6 * np.eye(4)[a] + 0.4 * np.eye(4)[b]
+    logits = np.random.default_rng(0).normal(size=(4, 4)).astype("float32")
+    log_p = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = float(np.mean(-(soft * log_p).sum(-1)))
+    got = float(losses.label_loss(losses.prepare_labels(keras.ops.convert_to_tensor(soft)), logits))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    hard = float(np.mean(-log_p[np.arange(4), a]))
+    assert abs(got - hard) > 1e-3
+    # The distillers and evaluate use it.
+    keras.utils.set_random_seed(0)
+    teacher, student = tutorial_cnn("teacher", 4), tutorial_cnn("student", 4)
+    images = np.random.default_rng(1).normal(size=(4, 8, 8, 3)).astype("float32")
+    distiller = hksan_keras.distillers.StudentAlone(teacher, student)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    evaluated = distiller.evaluate(images, soft.astype("float32"), batch_size=4, verbose=0, return_dict=True)
+    s_logits = np.asarray(student(images))
+    log_q = s_logits - np.log(np.exp(s_logits).sum(-1, keepdims=True))
+    np.testing.assert_allclose(evaluated["loss"], np.mean(-(soft * log_q).sum(-1)), rtol=1e-5)
+    history = distiller.fit(images, soft.astype("float32"), batch_size=4, epochs=1, verbose=0).history
+    np.testing.assert_allclose(history["label_loss"][0], np.mean(-(soft * log_q).sum(-1)), rtol=1e-5)
+
+
+def test_label_rows_that_are_not_distributions_are_refused():
+    teacher, student = tutorial_cnn("teacher", 4), tutorial_cnn("student", 4)
+    distiller = hksan_keras.distillers.KDDistiller(teacher, student)
+    distiller.compile(optimizer="sgd")
+    images = np.zeros((4, 8, 8, 3), "float32")
+    multi_hot = np.array([[1, 1, 0, 0]] * 4, "float32")
+    with pytest.raises(ValueError, match=r"not probability distributions \(row 0 sums to 2"):
+        distiller.fit(images, multi_hot, batch_size=4, verbose=0)
+
+
+@pytest.mark.parametrize("callback", [
+    lambda p: keras.callbacks.ModelCheckpoint(str(p / "best.keras"), monitor="val_accuracy", save_best_only=True),
+    lambda p: keras.callbacks.EarlyStopping(monitor="val_accuracy", restore_best_weights=True, patience=5),
+])
+def test_callbacks_that_watch_val_accuracy_work_in_auto_mode(tmp_path, callback):
+    keras.utils.set_random_seed(0)
+    images, labels = data((8, 8, 3), 2, n=32)
+    distiller = hksan_keras.distillers.KDDistiller(tutorial_cnn("teacher"), tutorial_cnn("student"))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.05))
+    cb = callback(tmp_path)
+    history = distiller.fit(images, labels, batch_size=8, epochs=2, verbose=0,
+                            validation_data=(images, labels), callbacks=[cb])
+    assert len(history.history["val_accuracy"]) == 2
+    assert cb.monitor_op is keras.ops.greater
+
+
+def test_dkd_warns_on_two_classes():
+    with pytest.warns(UserWarning, match="non-target term .* is identically zero"):
+        hksan_keras.distillers.DKDDistiller(tutorial_cnn("teacher"), tutorial_cnn("student"))
+
+
+def test_export_without_preprocessing_names_the_identity_and_custom_specs(tmp_path):
+    distiller = hksan_keras.distillers.KDDistiller(tutorial_cnn("teacher"), tutorial_cnn("student"))
+    with pytest.raises(ValueError) as error:
+        distiller.export_student(str(tmp_path / "student"))
+    message = str(error.value)
+    assert "preprocessing_spec(([0, 0, 0], [1, 1, 1]))" in message
+    assert "preprocessing_spec((mean, std))" in message
