@@ -1,7 +1,10 @@
 """Fits a small distiller under MirroredStrategy on N logical CPU devices.
 
 Run by test_distributed.py in a fresh process (devices must be configured
-before TensorFlow starts):  python distributed_fit.py N OUTPUT.npz [METHOD]
+before TensorFlow starts):  python distributed_fit.py N OUTPUT.npz [METHOD [IMAGES]]
+
+IMAGES (default 64) images in global batches of 16: 33 ends with a batch of
+1 (one replica of two gets nothing), 35 with a batch of 3 (split 2 + 1).
 """
 
 import sys
@@ -10,6 +13,7 @@ import tensorflow as tf
 
 num_devices, output_path = int(sys.argv[1]), sys.argv[2]
 method = sys.argv[3] if len(sys.argv) > 3 else "hksan"
+num_images = int(sys.argv[4]) if len(sys.argv) > 4 else 64
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
     cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices
@@ -24,8 +28,8 @@ from distributed_fit_models import plain_cnn  # noqa: E402
 
 strategy = tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(num_devices)])
 rng = np.random.default_rng(0)
-images = rng.normal(size=(64, 8, 8, 3)).astype("float32")
-labels = rng.integers(0, 5, size=(64,))
+images = rng.normal(size=(num_images, 8, 8, 3)).astype("float32")
+labels = rng.integers(0, 5, size=(num_images,))
 dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
 
 with strategy.scope():

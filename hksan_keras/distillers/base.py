@@ -109,6 +109,18 @@ def cross_replica_mean(value, batch_size=None):
     return total / ops.maximum(_cross_replica_sum(batch_size), 1e-12)
 
 
+def _global_result(metric):
+    """A mean metric's result over every replica's examples so far.
+
+    In a replica context `metric.result()` reads the replica's own total and
+    count; summing both over replicas gives the value of the whole data,
+    however unevenly the batches were split.
+    """
+    total = _cross_replica_sum(ops.convert_to_tensor(metric.total))
+    count = _cross_replica_sum(ops.convert_to_tensor(metric.count))
+    return ops.divide_no_nan(total, count)
+
+
 def _per_replica_report(logs):
     """The step's metric results, shaped for Keras's cross-worker reduction.
 
@@ -461,9 +473,11 @@ class Distiller(keras.Model):
             sample_weight=batch_size,
         )
         self.accuracy_tracker.update_state(class_indices(labels), logits)
+        # evaluate reports what this step returns (its keys are not all the
+        # metrics), so return the global batch's values, not one replica's.
         return _per_replica_report({
-            "loss": self.loss_tracker.result(),
-            "accuracy": self.accuracy_tracker.result(),
+            "loss": _global_result(self.loss_tracker),
+            "accuracy": _global_result(self.accuracy_tracker),
         })
 
     def export_student(
