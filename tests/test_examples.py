@@ -59,3 +59,21 @@ def test_custom_callbacks(cifar_data_dir, tmp_path):
     assert "epoch 2: discriminator loss" in out and "best student test accuracy:" in out
     assert (output_dir / "best_student.keras").is_file() and (output_dir / "history.csv").is_file()
     assert any((output_dir / "logs").rglob("*tfevents*"))
+
+
+def test_finetune_a_keras_applications_backbone_and_distil(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    for label, color in enumerate(((200, 30, 30), (30, 30, 200))):
+        (folder / f"class_{label}").mkdir(parents=True)
+        for index in range(10):
+            pixels = np.clip(rng.normal(color, 40, size=(40, 48, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"class_{label}" / f"{index}.png")
+    out = run_example("finetune_and_distill.py", f"--folder={folder}", "--image_size=32", "--weights=none",
+                      "--epochs=1", "--batch_size=8", f"--output_dir={tmp_path / 'run'}")
+    assert "teacher stages: ['MobileNetV3Small/" in out
+    assert "student stages: ['resnet14/stage1', 'resnet14/stage2', 'resnet14/stage3']" in out
+    assert (tmp_path / "run" / "student_savedmodel" / "saved_model.pb").is_file()
+    assert "distilled student validation accuracy:" in out
