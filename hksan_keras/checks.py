@@ -156,14 +156,14 @@ def first_batch(x, y=None, batch_size=None):
     """The first (images, labels) batch of what `fit` was given, or None.
 
     Args:
-        x: What `fit` takes as `x`: arrays, a `tf.data.Dataset` or a Python
-            generator / `keras.utils.PyDataset`.
+        x: What `fit` takes as `x`: arrays, a `tf.data.Dataset`, a
+            `keras.utils.PyDataset` or a Python generator.
         y: Labels when `x` holds images only.
         batch_size: The batch size of array inputs.
 
     Returns:
         `(images, labels)` as numpy arrays, or None when the input cannot be
-        looked at without consuming it (a generator).
+        looked at without consuming it (a Python generator).
 
     Raises:
         ValueError: The dataset holds no batch at all.
@@ -181,6 +181,14 @@ def first_batch(x, y=None, batch_size=None):
             "The training dataset is empty: it yields no batch, so fit would train "
             "nothing. Check its split, its filters and take()/skip()."
         )
+    import keras
+
+    if isinstance(x, keras.utils.PyDataset) and len(x) > 0:
+        # Indexing a PyDataset loads one batch without consuming anything.
+        element = x[0]
+        if isinstance(element, (tuple, list)) and len(element) >= 2:
+            return np.asarray(element[0]), np.asarray(element[1])
+        return None
     if y is not None and hasattr(x, "shape") and hasattr(y, "__len__"):
         if len(x) == 0 or len(y) == 0:
             raise ValueError(

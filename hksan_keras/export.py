@@ -13,6 +13,8 @@ import tempfile
 
 import numpy as np
 
+from hksan_keras.taps import image_shape
+
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 
 
@@ -39,7 +41,7 @@ def _check_spec(model, preprocessing):
             "A spec that differs from the training pipeline exports a model whose "
             "probabilities differ from the student's."
         )
-    size = tuple(model.inputs[0].shape[1:3])
+    size = tuple(image_shape(model)[:2])
     if preprocessing["image_size"] is not None and None not in size:
         if size != (preprocessing["image_size"],) * 2:
             raise ValueError(
@@ -71,7 +73,7 @@ def raw_to_model_input(images, preprocessing):
 
 def _raw_input_shape(model, preprocessing):
     if preprocessing["resize"] == "none":
-        return (None,) + tuple(model.inputs[0].shape[1:])
+        return (None,) + tuple(image_shape(model))
     return (None, None, None, 3)
 
 
@@ -118,7 +120,7 @@ def export_saved_model(model, path, preprocessing=None):
     _check_spec(model, preprocessing)
     archive = keras.export.ExportArchive()
     archive.track(model)
-    preprocessed_spec = tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32)
+    preprocessed_spec = tf.TensorSpec((None,) + tuple(image_shape(model)), tf.float32)
 
     def outputs(logits):
         logits = tf.cast(logits, tf.float32)
@@ -204,7 +206,7 @@ def export_tflite(model, path, preprocessing=None, quantization="float32",
             "quantization='int8' calibrates on representative images: pass "
             "representative_data=train_dataset (a few batches are read)."
         )
-    height, width, channels = model.inputs[0].shape[1:]
+    height, width, channels = image_shape(model)
     raw = dict(preprocessing, resize="none")  # the device resizes; the model normalises
     integer = quantization == "int8"
 

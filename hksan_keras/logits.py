@@ -20,16 +20,20 @@ from hksan_keras import taps
 _PROBABILITY_ACTIVATIONS = ("softmax", "softmax_v2", "sigmoid")
 
 
-def looks_like_probabilities(values, tolerance=1e-3):
+def looks_like_probabilities(values, tolerance=None):
     """Whether every row is non-negative and sums to one (within `tolerance`).
 
     Args:
         values: Array of shape (batch, num_classes).
-        tolerance: Allowed deviation of each row's sum from 1.
+        tolerance: Allowed deviation of each row's sum from 1; default 1e-3
+            for 32- and 64-bit values, 1e-2 for 16-bit ones (a softmax
+            rounded to bfloat16 sums to 1 within about 2.4e-3).
 
     Returns:
         A bool.
     """
+    if tolerance is None:
+        tolerance = 1e-2 if np.dtype(getattr(values, "dtype", "float32")).itemsize <= 2 else 1e-3
     values = np.asarray(values, dtype="float64")
     if values.ndim != 2 or values.shape[0] == 0 or values.shape[-1] < 2:
         return False
@@ -59,8 +63,11 @@ def check_logits(model, images, role):
     Raises:
         ValueError: Every output row is non-negative and sums to one.
     """
-    outputs = keras.ops.convert_to_numpy(model(images, training=False))
-    if looks_like_probabilities(outputs):
+    outputs = model(images, training=False)
+    if looks_like_probabilities(
+        keras.ops.convert_to_numpy(outputs),
+        1e-2 if keras.backend.standardize_dtype(outputs.dtype) in ("float16", "bfloat16") else 1e-3,
+    ):
         raise ValueError(
             f"The {role} '{model.name}' outputs probabilities (on the first "
             "batch every row is non-negative and sums to 1), but distillation "
@@ -82,6 +89,14 @@ def check_last_activation(model, role):
     name = getattr(activation, "__name__", "")
     if isinstance(last, keras.layers.Softmax):
         name = "softmax"
+    if name == "sigmoid":
+        raise ValueError(
+            f"The {role} '{model.name}' ends with a sigmoid (layer "
+            f"'{last.name}'): independent per-class probabilities, but "
+            "distillation needs the logits of a single-label classifier. "
+            "Rebuild its head without the activation (and train it with a "
+            "softmax cross-entropy)."
+        )
     if name in _PROBABILITY_ACTIVATIONS:
         raise ValueError(
             f"The {role} '{model.name}' ends with a {name} activation "
@@ -93,14 +108,9 @@ def _output_layer(model):
     """The layer whose output is the model's (single) output."""
     if isinstance(model, keras.Sequential):
         return model.layers[-1] if model.layers else None
-    output = model.outputs[0]
-    for layer in reversed(model.layers):
-        try:
-            if layer.output is output:
-                return layer
-        except (AttributeError, ValueError):
-            continue
-    return None
+    # The operation that made the output tensor (also right when that layer
+    # is shared and called more than once).
+    return model.outputs[0]._keras_history.operation
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")

@@ -232,7 +232,8 @@ def task_loss(labels, stage_logits):
     """Cross-entropy of the per-stage task heads, averaged over stages.
 
     Args:
-        labels: Integer class labels, shape (batch,).
+        labels: Class indices, shape (batch,), or soft rows, shape
+            (batch, num_classes) (see `prepare_labels`).
         stage_logits: List of (batch, num_classes) logits, one per stage.
 
     Returns:
@@ -278,7 +279,8 @@ def adversarial_student_loss(labels, source_logits, class_logits=None, gan_loss=
     """The student's adversarial term: look real, and be classified right.
 
     Args:
-        labels: Integer class labels, shape (batch,).
+        labels: Class indices, shape (batch,), or soft rows, shape
+            (batch, num_classes) (see `prepare_labels`).
         source_logits: Discriminator source outputs on the student's logits.
         class_logits: Discriminator class logits on the student's logits, or
             None for a discriminator without a class head.
@@ -307,7 +309,8 @@ def discriminator_loss(
     """The discriminator's objective (without its kernel regulariser).
 
     Args:
-        labels: Integer class labels, shape (batch,).
+        labels: Class indices, shape (batch,), or soft rows, shape
+            (batch, num_classes) (see `prepare_labels`).
         teacher_source: D_src on the teacher's logits (real).
         teacher_classes: D_cls on the teacher's logits (None: no class head).
         student_source: D_src on the student's logits (fake).

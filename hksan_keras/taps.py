@@ -38,8 +38,6 @@ def _output_shape(layer):
     try:
         output = layer.output
     except (AttributeError, ValueError):
-        # Layers without a unique output (shared layers, nested models called
-        # twice) cannot be tapped; they are skipped by detection.
         return None
     if isinstance(output, (list, tuple, dict)):
         return None
@@ -167,19 +165,44 @@ def _cut_points(layers):
     return cut_points
 
 
+def _calls(model):
+    """How many times each layer of `model` is called in its own graph, by id.
+
+    A layer called more than once (a shared layer, a nested model applied
+    twice) has no single output to tap. Only the model's own graph counts,
+    not the calls of other models built on the same layers.
+    """
+    if isinstance(model, keras.Sequential):
+        nodes = [layer for layer in model.layers]
+    else:
+        nodes = [
+            node.operation
+            for depth_nodes in model._nodes_by_depth.values()
+            for node in depth_nodes
+        ]
+    counts = {}
+    for operation in nodes:
+        counts[id(operation)] = counts.get(id(operation), 0) + 1
+    return counts
+
+
 def _walk(model, prefix=""):
-    """(path, layer, is_cut_point) for every layer, nested models entered, in order.
+    """(path, layer, is_cut_point) for every tappable layer, in order.
 
     A nested graph model is replaced by its own layers; they are cut points
-    of the whole only where the nested model is one in its parent.
+    of the whole only where the nested model is one in its parent. Layers
+    called more than once in the graph are left out.
     """
     layers = [
         layer
         for layer in model.layers
         if not isinstance(layer, keras.layers.InputLayer)
     ]
+    calls = _calls(model)
     for layer, cut_point in zip(layers, _cut_points(layers)):
         path = prefix + layer.name
+        if calls.get(id(layer), 0) != 1:
+            continue
         if isinstance(layer, keras.Model) and is_graph_model(layer):
             for inner_path, inner, inner_cut in _walk(layer, path + "/"):
                 yield inner_path, inner, inner_cut and cut_point
@@ -220,10 +243,21 @@ def get_layer(model, path):
     Args:
         model: A functional or Sequential `keras.Model`.
         path: `"name"` or `"nested_model/.../name"`.
+
+    Raises:
+        ValueError: The layer, or a model on its path, is called more than
+            once in its graph (shared), so it has no single output.
     """
     head, _, rest = path.partition("/")
     for layer in model.layers:
         if layer.name == head:
+            calls = _calls(model).get(id(layer), 0)
+            if calls > 1:
+                raise ValueError(
+                    f"Layer '{head}' of '{model.name}' is called {calls} times "
+                    "in the model (a shared layer), so it has no single output "
+                    "to tap. Choose a layer called once."
+                )
             if not rest:
                 return layer
             if isinstance(layer, keras.Model) and is_graph_model(layer):
@@ -374,15 +408,12 @@ def call_graph(model, inputs, call):
         for layer in model.layers:
             x = call(layer, x)
         return [x]
-    # clone_model with the identity as clone_function re-runs the graph with
-    # the model's own layers; call_function sees every layer call.
-    clone = keras.models.clone_model(
-        model,
-        input_tensors=inputs,
-        clone_function=lambda layer: layer,
-        call_function=call,
+    # What keras.models.clone_model(clone_function=identity, call_function=
+    # call) does, without building (and compiling, for a compiled model) a
+    # clone: the graph re-run on `inputs` with the model's own layers.
+    return keras.tree.flatten(
+        model._run_through_graph(inputs, operation_fn=lambda layer: layer, call_fn=call)
     )
-    return list(clone.outputs)
 
 
 def new_inputs(model):

@@ -61,6 +61,13 @@ def test_keras_applications_backbones_bare_and_wrapped(name):
     wrapped = fine_tuning_wrapper(base)
     nested = detect_stages(wrapped, num_stages=3)
     assert nested == [f"{base.name}/{s}" for s in detect_stages(base, num_stages=3)]
+    # The stages are the backbone's own layers' outputs, not a copy's.
+    images = np.random.default_rng(1).normal(size=(2,) + SHAPE).astype("float32")
+    tapped = hksan_keras.taps.stage_model(wrapped, nested)(images)
+    inner_names = detect_stages(base, num_stages=3)
+    reference = keras.Model(base.inputs, [get_layer(base, s).output for s in inner_names])(images)
+    for got, want in zip(tapped, reference):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     assert set(map(tuple, fit_each_method(wrapped).values())) == {tuple(nested)}
 
 

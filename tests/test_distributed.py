@@ -1,5 +1,6 @@
 """One device or two replicas under MirroredStrategy: the same model and the same reports."""
 
+import json
 import os
 import subprocess
 import sys
@@ -65,6 +66,21 @@ def test_uneven_last_batches_train_the_same_model_as_one_device(tmp_path, method
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-4, atol=1e-5, err_msg=key)
     for key in (k for k in single if k.startswith(("student_", "discriminator_"))):
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-5, err_msg=key)
+
+
+@pytest.mark.parametrize("method", ["kd", "hksan"])
+def test_a_replica_without_examples_leaves_batch_norm_students_finite(method):
+    # Batch normalisation of an empty batch has NaN statistics and NaN
+    # gradients; the replica that gets no example must change nothing.
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tests" / "empty_replica_fit.py"), method],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["copies"] > 10
+    assert report == {**report, "history_finite": True, "evaluate_finite": True, "student_copies_finite": True}
 
 
 def test_each_replica_draws_its_own_perturbation_mask():

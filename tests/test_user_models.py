@@ -65,7 +65,8 @@ def test_every_stage_method_trains_a_sequential_pair(method):
     keras.utils.set_random_seed(0)
     teacher, student = tutorial_cnn("teacher"), tutorial_cnn("student")
     distiller = hksan_keras.distillers.get(method)(teacher, student)
-    assert distiller.teacher_stages == ["conv2d", "conv2d_1"] or len(distiller.teacher_stages) == 2
+    assert distiller.teacher_stages == [teacher.layers[0].name, teacher.layers[2].name]
+    assert distiller.student_stages == [student.layers[0].name, student.layers[2].name]
     fit_few_steps(distiller, *data((8, 8, 3), 2))
 
 
@@ -114,6 +115,37 @@ def test_nested_layers_are_named_by_path_and_errors_list_the_reachable_ones():
     message = str(error.value)
     assert "has no layer named 'block1'" in message
     assert "'backbone/<layer name>'" in message and "'backbone/block1'" in message
+
+
+def test_models_nested_two_levels_deep_are_tapped_by_their_full_path():
+    inner = backbone("inner")
+    middle_input = keras.Input((16, 16, 3))
+    middle = keras.Model(middle_input, inner(middle_input), name="middle")
+    teacher = keras.Sequential([keras.Input((16, 16, 3)), middle, keras.layers.GlobalAveragePooling2D(),
+                                keras.layers.Dense(3)], name="teacher")
+    assert detect_stages(teacher) == ["middle/inner/block1", "middle/inner/block2"]
+    images, labels = data((16, 16, 3), 3)
+    distiller = hksan_keras.distillers.ATDistiller(teacher, plain_student())
+    reference = keras.Model(inner.inputs, inner.get_layer("block1").output)(images)
+    np.testing.assert_allclose(distiller.teacher_features(images)[0], reference, rtol=1e-5, atol=1e-6)
+    fit_few_steps(distiller, images, labels)
+
+
+def test_a_layer_called_twice_is_never_a_stage_and_naming_it_says_why():
+    block_input = keras.Input((16, 16, 3))
+    shared = keras.Model(
+        block_input, keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv")(block_input),
+        name="shared")
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(3, 1, name="mix")(inputs)
+    x = keras.layers.MaxPooling2D()(shared(shared(x)))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="deep")(x)
+    head = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    teacher = keras.Model(inputs, head, name="teacher")
+    assert detect_stages(teacher) == ["mix", "deep"]
+    with pytest.raises(ValueError, match="'shared' of 'teacher' is called 2 times"):
+        hksan_keras.distillers.ATDistiller(
+            teacher, plain_student(), teacher_stages=["shared/conv", "deep"], student_stages=["s1", "s2"])
 
 
 def test_preprocessing_layers_are_not_stages():
@@ -176,6 +208,35 @@ def test_soft_labels_train_with_the_soft_cross_entropy():
     np.testing.assert_allclose(evaluated["loss"], np.mean(-(soft * log_q).sum(-1)), rtol=1e-5)
     history = distiller.fit(images, soft.astype("float32"), batch_size=4, epochs=1, verbose=0).history
     np.testing.assert_allclose(history["label_loss"][0], np.mean(-(soft * log_q).sum(-1)), rtol=1e-5)
+
+
+def test_kd_label_term_uses_soft_rows_and_one_hot_integers_give_the_hard_loss():
+    keras.utils.set_random_seed(0)
+    teacher, student = tutorial_cnn("teacher", 4), tutorial_cnn("student", 4)
+    images = np.random.default_rng(1).normal(size=(4, 8, 8, 3)).astype("float32")
+    a, b = np.array([0, 1, 2, 3]), np.array([1, 2, 3, 0])
+    soft = (0.6 * np.eye(4)[a] + 0.4 * np.eye(4)[b]).astype("float32")
+    s_logits = np.asarray(student(images))
+    log_q = s_logits - np.log(np.exp(s_logits).sum(-1, keepdims=True))
+    for labels, expected in ((soft, np.mean(-(soft * log_q).sum(-1))),
+                             (np.eye(4, dtype="int64")[a], np.mean(-log_q[np.arange(4), a]))):
+        distiller = hksan_keras.distillers.KDDistiller(teacher, student)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+        history = distiller.fit(images, labels, batch_size=4, epochs=1, verbose=0).history
+        np.testing.assert_allclose(history["label_loss"][0], expected, rtol=1e-5)
+
+
+def test_softmax_rounded_to_16_bits_is_still_seen_as_probabilities():
+    logits = np.random.default_rng(0).normal(size=(64, 100)) * 3
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    rounded = keras.ops.convert_to_numpy(keras.ops.cast(probabilities, "bfloat16"))
+    assert hksan_keras.logits.looks_like_probabilities(rounded)
+    assert not hksan_keras.logits.looks_like_probabilities(logits)
+
+
+def test_a_sigmoid_head_is_refused_with_its_own_fix():
+    with pytest.raises(ValueError, match="ends with a sigmoid .* independent per-class probabilities"):
+        hksan_keras.distillers.KDDistiller(tutorial_cnn("teacher", 3, "sigmoid"), tutorial_cnn("student", 3))
 
 
 def test_label_rows_that_are_not_distributions_are_refused():

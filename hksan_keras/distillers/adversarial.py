@@ -11,6 +11,7 @@ from hksan_keras.distillers.base import (
     Distiller,
     check_weights,
     cross_replica_mean,
+    gradients_of_examples,
     replica_share,
     where_examples,
 )
@@ -41,7 +42,8 @@ class AdversarialDistiller(Distiller):
     D reads `discriminator_input` of the logits: the raw logits, their
     standardised form (per example: zero mean, unit variance over the
     classes) or the temperature-softened probabilities. With `CONDITIONAL`,
-    D reads them concatenated with the one-hot labels (a conditional GAN).
+    D reads them concatenated with the label rows (one-hot, or the soft
+    rows as given: a conditional GAN).
     Teacher, student and perturbed student go through D as one batch, so its
     batch statistics are the same in both updates; its batch normalisation
     is synchronised across replicas.
@@ -295,7 +297,7 @@ class AdversarialDistiller(Distiller):
                 scaled_loss = self.d_optimizer.scale_loss(
                     where_examples(batch_size, loss) * replica_share(batch_size)
                 )
-            gradients = tape.gradient(scaled_loss, variables)
+            gradients = gradients_of_examples(batch_size, tape.gradient(scaled_loss, variables))
             self.d_optimizer.apply(gradients, variables)
         return {"discriminator_loss": loss}
 

@@ -91,6 +91,54 @@ def where_examples(batch_size, value):
     return ops.where(batch_size > 0, value, ops.zeros_like(value))
 
 
+def gradients_of_examples(batch_size, gradients):
+    """The gradients, or zeros on a replica that holds no example.
+
+    On an empty batch, normalisations over the batch (batch normalisation's
+    statistics) have NaN gradients even where the loss is weighted by 0;
+    summed over replicas they would poison every weight.
+    """
+    return [
+        None if g is None else ops.where(batch_size > 0, g, ops.zeros_like(g))
+        for g in gradients
+    ]
+
+
+class KeepStateOnEmptyBatch:
+    """Restores a model's non-trainable state if the replica's batch is empty.
+
+    Batch normalisation updates its moving statistics with the batch's
+    mean and variance, NaN for an empty batch; under a strategy each
+    replica keeps its own copy, which would then serve NaN forever. Use
+    around the forward pass:
+
+        with KeepStateOnEmptyBatch(model, batch_size):
+            outputs = model(images, training=True)
+
+    Nothing is done without a strategy (a batch is never empty there).
+    """
+
+    def __init__(self, model, batch_size):
+        self.variables = model.non_trainable_variables if num_replicas() > 1 else []
+        self.batch_size = batch_size
+
+    def __enter__(self):
+        import tensorflow as tf
+
+        self.saved = [tf.identity(v.value) for v in self.variables]
+        # Reading a mirrored variable is not ordered before the layers'
+        # updates of it by itself: make the forward pass wait for the copy.
+        self._dependencies = tf.control_dependencies(self.saved)
+        self._dependencies.__enter__()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._dependencies.__exit__(*exc_info)
+        for variable, saved in zip(self.variables, self.saved):
+            variable.assign(ops.where(self.batch_size > 0, variable, saved))
+        return False
+
+
 def cross_replica_mean(value, batch_size=None):
     """The global-batch mean of a statistic computed on each replica's batch.
 
@@ -181,9 +229,9 @@ class Distiller(keras.Model):
 
     def __init__(self, teacher, student, label_weight=1.0, **kwargs):
         super().__init__(**kwargs)
-        shapes = {role: image_shape(model) for role, model in
-                  (("teacher", teacher), ("student", student))
-                  if isinstance(model, keras.Model)}
+        require_model(teacher, "teacher")
+        require_model(student, "student")
+        shapes = {"teacher": image_shape(teacher), "student": image_shape(student)}
         known = next((s for s in shapes.values() if s is not None), None)
         teacher_classes = _num_classes(teacher, "teacher", shapes["teacher"] or known)
         student_classes = _num_classes(student, "student", shapes["student"] or known)
@@ -225,10 +273,11 @@ class Distiller(keras.Model):
 
     @staticmethod
     def unpack_batch(data):
-        """Splits a batch into images and integer labels.
+        """Splits a batch into images and labels.
 
         Args:
-            data: `(images, labels)`; labels may be integers or one-hot.
+            data: `(images, labels)`; labels may be class indices or rows
+                that are distributions (one-hot, soft).
 
         Returns:
             A tuple `(images, labels)`: labels as `losses.prepare_labels`
@@ -295,8 +344,8 @@ class Distiller(keras.Model):
         """`keras.Model.fit`, after checking the data and with a divergence guard.
 
         Before training, the first batch is checked against the models
-        (image rank, size and channels; labels integer, in range, or one-hot
-        of the right width; not empty) and a bad one raises a ValueError or
+        (image rank, size and channels; labels integer and in range, or
+        distributions of the right width; not empty) and a bad one raises a ValueError or
         TypeError that names it, and teacher and student are run on it: one
         that outputs probabilities instead of logits is refused (see
         `hksan_keras.logits_model`). A `DivergenceGuard` is added in front of the
@@ -336,18 +385,16 @@ class Distiller(keras.Model):
         return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
 
     def _set_metric_directions(self, callbacks):
-        # Keras callbacks with mode="auto" read a metric's direction only
-        # from compiled metrics; the distillers' accuracy is their own
-        # tracker, so tell them as Keras would for a compiled accuracy.
-        import keras.src.callbacks.monitor_callback as monitor_callback
-
+        # Keras callbacks with mode="auto" (ModelCheckpoint, EarlyStopping)
+        # read a metric's direction only from compiled metrics and set
+        # `monitor_op` on first use; the distillers' accuracy is their own
+        # tracker, so set it as Keras would for a compiled accuracy.
         for callback in callbacks:
-            if not isinstance(callback, monitor_callback.MonitorCallback):
-                continue
             name = str(getattr(callback, "monitor", "")).removeprefix("val_")
             if (
                 getattr(callback, "mode", None) == "auto"
-                and getattr(callback, "monitor_op", None) is None
+                and hasattr(callback, "monitor_op")
+                and callback.monitor_op is None
                 and name in MAXIMIZED_METRICS
             ):
                 callback.monitor_op = ops.greater
@@ -378,7 +425,8 @@ class Distiller(keras.Model):
         """Every term of `LOSS_TERMS`, unweighted, as scalars.
 
         Args:
-            labels: Integer labels, shape (batch,).
+            labels: Class indices, shape (batch,), or soft rows, shape
+                (batch, num_classes) (see `losses.prepare_labels`).
             teacher: Output of `teacher_outputs` (constants).
             student: Output of `student_outputs` (differentiable).
 
@@ -424,10 +472,11 @@ class Distiller(keras.Model):
         variables = self.trainable_student_side()
         batch_size = ops.cast(ops.shape(images)[0], "float32")
         with tf.GradientTape() as tape:
-            student = keras.tree.map_structure(
-                lambda t: ops.cast(t, "float32"),
-                self.student_outputs(images, training=True),
-            )
+            with KeepStateOnEmptyBatch(self.student, batch_size):
+                student = keras.tree.map_structure(
+                    lambda t: ops.cast(t, "float32"),
+                    self.student_outputs(images, training=True),
+                )
             with tape.stop_recording():
                 discriminator_terms = self.update_discriminator(
                     labels,
@@ -448,7 +497,7 @@ class Distiller(keras.Model):
             scaled_loss = self.optimizer.scale_loss(
                 where_examples(batch_size, loss) * replica_share(batch_size)
             )
-        gradients = tape.gradient(scaled_loss, variables)
+        gradients = gradients_of_examples(batch_size, tape.gradient(scaled_loss, variables))
         self.optimizer.apply(gradients, variables)
 
         terms.update(discriminator_terms or {})
@@ -466,7 +515,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         images, labels = self.unpack_batch(data)
-        logits = self.student(images, training=False)
+        logits = ops.cast(self.student(images, training=False), "float32")
         batch_size = ops.cast(ops.shape(logits)[0], "float32")
         self.loss_tracker.update_state(
             where_examples(batch_size, label_loss(labels, logits)),

@@ -14,7 +14,7 @@ class ConditionalAdversarialDistiller(AdversarialDistiller):
             + adversarial_weight * BCE(D([l_S ; onehot(y)]), real)
         L_D = BCE(D([l_T ; y]), real) + BCE(D([l_S ; y]), fake) + mu * |W_D|
 
-    The discriminator reads the logits concatenated with the one-hot label
+    The discriminator reads the logits concatenated with the label row (one-hot, or the soft row)
     (a conditional GAN), has no class head and no perturbed-sample term by
     default; the L1 logit term follows the pix2pix-style objective that the
     paper builds on. See docs/methods.md for what is read from the paper and
