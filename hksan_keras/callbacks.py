@@ -109,9 +109,11 @@ class DivergenceGuard(keras.callbacks.Callback):
     After every batch it reads the reported loss terms; at the first NaN or
     infinity it raises `DivergenceError` naming the first non-finite term
     (an infinite one before a NaN, then in the order of the distiller's
-    `LOSS_TERMS`), the step and epoch, and
-    the likely causes it can measure: the teacher's largest logit on a
-    training batch and the current learning rate. Raising (rather than
+    `LOSS_TERMS`), the step and epoch, the term that ran away first (the
+    first whose weighted value on one batch exceeded the whole objective of
+    the epoch's first batch: the one to lower), and the likely causes it can
+    measure: the teacher's largest logit on a training batch and the
+    current learning rate. Raising (rather than
     setting `stop_training`) ends `fit` before the epoch's end, so a
     `BackupAndRestore` placed after this callback never saves the broken
     weights: its last checkpoint is the last good one. `Distiller.fit` puts
@@ -134,30 +136,59 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._history = []  # (batch, running means) of the finite batches
+        self._means = None  # running means after the previous batch
+        self._batches = []  # each finite batch's own values, this epoch
 
-    def _growth(self):
-        """Each term's last finite batch value over its first one this epoch.
+    def _weights(self):
+        """Each term's current weight in the student's objective (floats)."""
+        weights = {}
+        term_weights = getattr(self.model, "term_weights", None)
+        for term, weight in (term_weights() if term_weights else {}).items():
+            try:
+                weights[term] = float(np.asarray(weight))
+            except (TypeError, ValueError):
+                continue
+        return weights
 
-        The logs hold running means over the epoch, so a batch's own value
-        is recovered from two consecutive means.
+    def _lead(self):
+        """The first term whose weighted value alone outgrew the start.
+
+        A run that blows up ends with every term non-finite; the term that
+        ran away first is the first whose weighted value, on one batch,
+        exceeded the whole objective of the epoch's first batch (the term
+        that overflowed may only have followed it). Returns
+        `(term, batch, weight, value, first objective)` or None.
         """
-        if len(self._history) < 3:
-            return {}
-        (b1, m1), (b2, m2) = self._history[-2], self._history[-1]
-        first = self._history[0][1]
-        growth = {}
-        for name in m2:
-            last = (b2 + 1) * m2[name] - (b1 + 1) * m1[name]
-            growth[name] = (abs(last) / max(abs(first[name]), 1e-8), first[name], last)
-        return growth
+        if len(self._batches) < 2:
+            return None
+        weights = self._weights()
+        first_objective = sum(
+            abs(weights.get(t, 0.0) * v) for t, v in self._batches[0][1].items()
+        )
+        for batch, values in self._batches[1:]:
+            runaway = {
+                t: abs(weights[t] * v)
+                for t, v in values.items()
+                if weights.get(t) and abs(weights[t] * v) > first_objective
+            }
+            if runaway:
+                term = max(runaway, key=runaway.get)
+                return term, batch, weights[term], values[term], first_objective
+        return None
 
     def on_train_batch_end(self, batch, logs=None):
         values = _plain(logs)
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if not bad:
-            # The epoch's first batch and the two latest are all that is read.
-            self._history = self._history[:1] + self._history[1:][-1:] + [(batch, values)]
+            # The logs hold running means over the epoch: a batch's own
+            # value is recovered from two consecutive means.
+            own = values if self._means is None else {
+                name: (batch + 1) * value - batch * self._means.get(name, value)
+                for name, value in values.items()
+            }
+            self._means = values
+            terms = set(getattr(self.model, "LOSS_TERMS", ()))
+            self._batches.append((batch, {t: v for t, v in own.items() if t in terms}))
             return
         # An infinite term is the cause and a NaN its consequence when they
         # show in the same step; otherwise the method's own order.
@@ -167,23 +198,21 @@ class DivergenceGuard(keras.callbacks.Callback):
             order.index(name) if name in order else len(order),
         ))
         step = int(self.model.optimizer.iterations.numpy())
-        terms = [t for t in getattr(self.model, "LOSS_TERMS", ()) if t in values]
-        growth = {t: g for t, g in self._growth().items() if t in terms}
-        grew = ""
-        if growth and len(bad) > 1:
-            # Everything goes NaN in one step once the weights are broken;
-            # the term that blew up before that is the lead.
-            suspect = max(growth, key=lambda t: growth[t][0])
-            _, first, last = growth[suspect]
-            grew = (
-                f" Before that, '{suspect}' grew the most: {first:.3g} on the epoch's "
-                f"first batch, {last:.3g} on the last finite one."
+        lead = self._lead()
+        led = ""
+        if lead is not None:
+            term, lead_batch, weight, value, first = lead
+            led = (
+                f" Before that, '{term}' ran away first: on batch {lead_batch + 1} "
+                f"its weighted value ({weight:g} x {value:.3g} = {weight * value:.3g}) "
+                f"alone exceeded the whole objective of the epoch's first batch "
+                f"({first:.3g})."
             )
         raise DivergenceError(
             f"Training diverged at step {step} (epoch {self._epoch + 1}, batch "
             f"{batch + 1}): '{bad[0]}' became {values[bad[0]]} first"
             + (f" (also non-finite: {', '.join(bad[1:])})" if len(bad) > 1 else "")
-            + "." + grew + " " + " ".join(self._causes())
+            + "." + led + " " + " ".join(self._causes())
             + " Training was stopped before this epoch's end: the last checkpoint "
             "written (BackupAndRestore, at the previous save) holds the last good weights."
         )

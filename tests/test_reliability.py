@@ -129,6 +129,40 @@ def test_a_diverging_run_stops_naming_the_term_and_keeps_the_last_good_checkpoin
     assert all(np.isfinite(v.numpy()).all() for v in restored.student.trainable_variables)
 
 
+def test_the_divergence_message_names_the_term_that_ran_away_first():
+    from hksan_keras.callbacks import DivergenceGuard
+
+    class Optimizer:
+        iterations = tf.Variable(4)
+        learning_rate = 0.1
+
+    class Model:
+        LOSS_TERMS = ("label_loss", "logit_loss", "squeeze_loss")
+        optimizer = Optimizer()
+
+        def term_weights(self):
+            return {"label_loss": 1.0, "logit_loss": 10.0, "squeeze_loss": 0.3}
+
+    guard = DivergenceGuard()
+    guard.set_model(Model())
+    guard.on_epoch_begin(0)
+    # Each batch's own values; the logs hold running means over the epoch.
+    own = [{"label_loss": 2.0, "logit_loss": 0.1, "squeeze_loss": 10.0},   # objective 6
+           {"label_loss": 2.5, "logit_loss": 0.3, "squeeze_loss": 15.0},   # nothing alone above 6
+           {"label_loss": 3.0, "logit_loss": 0.5, "squeeze_loss": 50.0},   # 0.3 x 50 = 15 > 6
+           {"label_loss": 9.0, "logit_loss": 40.0, "squeeze_loss": 60.0}]  # 10 x 40 = 400, later
+    for batch in range(len(own)):
+        logs = {k: float(np.mean([row[k] for row in own[:batch + 1]])) for k in own[0]}
+        guard.on_train_batch_end(batch, logs)
+    with pytest.raises(DivergenceError) as caught:
+        guard.on_train_batch_end(4, {"label_loss": float("nan"), "logit_loss": float("inf"),
+                                     "squeeze_loss": 1.0})
+    message = str(caught.value)
+    assert "'logit_loss' became inf first" in message
+    assert ("'squeeze_loss' ran away first: on batch 3 its weighted value (0.3 x 50 = 15) alone "
+            "exceeded the whole objective of the epoch's first batch (6)") in message
+
+
 def test_an_untrained_teacher_is_reported(teacher, batch):
     dataset = tf.data.Dataset.from_tensor_slices((batch[0], np.zeros(32, "int64"))).batch(8)
     constant = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(),
