@@ -277,3 +277,27 @@ def test_export_without_preprocessing_names_the_identity_and_custom_specs(tmp_pa
     message = str(error.value)
     assert "preprocessing_spec(([0, 0, 0], [1, 1, 1]))" in message
     assert "preprocessing_spec((mean, std))" in message
+
+
+def test_a_subclassed_student_distilled_by_kd_exports_for_raw_images(tmp_path):
+    class Subclassed(keras.Model):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.conv = keras.layers.Conv2D(4, 3)
+            self.dense = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.dense(keras.ops.mean(self.conv(x), axis=(1, 2)))
+
+    student = Subclassed()
+    student(np.zeros((1, 8, 8, 3), "float32"))
+    distiller = hksan_keras.distillers.KDDistiller(tutorial_cnn("teacher"), student)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    distiller.fit(*data((8, 8, 3), 2), batch_size=8, verbose=0)
+    spec = hksan_keras.data.preprocessing_spec(([0, 0, 0], [1, 1, 1]), 8)
+    path = distiller.export_student(str(tmp_path / "student"), preprocessing=spec)
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    raw = np.random.default_rng(0).integers(0, 256, size=(3, 8, 8, 3)).astype("uint8")
+    probabilities = served(images=tf.constant(raw))["probabilities"].numpy()
+    expected = keras.ops.softmax(student(raw.astype("float32"))).numpy()
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-5)
