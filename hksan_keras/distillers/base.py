@@ -139,20 +139,18 @@ class KeepStateOnEmptyBatch:
         return False
 
 
-def cross_replica_mean(value, batch_size=None):
+def cross_replica_mean(value, batch_size):
     """The global-batch mean of a statistic computed on each replica's batch.
 
     Args:
         value: A per-replica mean over its local batch.
-        batch_size: The local batch size; each replica's value is weighted
-            by it, so uneven splits and empty replicas give the global
-            batch's mean. None weighs the replicas equally.
+        batch_size: The local batch size (float32 scalar); each replica's
+            value is weighted by it, so uneven splits and empty replicas
+            give the global batch's mean.
 
     Returns:
         The mean over replicas (the value itself without a strategy).
     """
-    if batch_size is None:
-        batch_size = ops.ones((), "float32")
     total = _cross_replica_sum(where_examples(batch_size, value * batch_size))
     return total / ops.maximum(_cross_replica_sum(batch_size), 1e-12)
 
