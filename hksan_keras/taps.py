@@ -441,9 +441,20 @@ def tapped_model(model, paths, name=None):
     Returns:
         A functional `keras.Model` mapping new inputs like `model`'s to
         `[tensor at paths[0], ..., model's outputs...]`.
+
+    Raises:
+        ValueError: A path names no layer, or a layer (or a nested model on
+            the path) called more than once in its graph.
     """
     require_graph(model, "model")
     paths = list(paths)
+    for path in paths:
+        # Raises for a shared layer (several outputs) on the path.
+        if get_layer(model, path) is None:
+            raise ValueError(
+                f"'{model.name}' has no layer named '{path}'. Its 4-D "
+                f"feature-map layers are: {feature_map_paths(model)}."
+            )
     here = {p for p in paths if "/" not in p}
     below = {}
     for path in paths:

@@ -144,6 +144,8 @@ def test_a_layer_called_twice_is_never_a_stage_and_naming_it_says_why():
     teacher = keras.Model(inputs, head, name="teacher")
     assert detect_stages(teacher) == ["mix", "deep"]
     with pytest.raises(ValueError, match="'shared' of 'teacher' is called 2 times"):
+        hksan_keras.taps.stage_model(teacher, ["shared/conv"])
+    with pytest.raises(ValueError, match="'shared' of 'teacher' is called 2 times"):
         hksan_keras.distillers.ATDistiller(
             teacher, plain_student(), teacher_stages=["shared/conv", "deep"], student_stages=["s1", "s2"])
 
