@@ -111,7 +111,7 @@ class DivergenceGuard(keras.callbacks.Callback):
     (an infinite one before a NaN, then in the order of the distiller's
     `LOSS_TERMS`), the step and epoch, the term that ran away first (the
     first whose weighted value on one batch exceeded the whole objective of
-    the epoch's first batch: the one to lower), and the likely causes it can
+    the epoch's first batch), and the likely causes it can
     measure: the teacher's largest logit on a training batch and the
     current learning rate. Raising (rather than
     setting `stop_training`) ends `fit` before the epoch's end, so a

@@ -63,11 +63,9 @@ def check_logits(model, images, role):
     Raises:
         ValueError: Every output row is non-negative and sums to one.
     """
-    outputs = model(images, training=False)
-    if looks_like_probabilities(
-        keras.ops.convert_to_numpy(outputs),
-        1e-2 if keras.backend.standardize_dtype(outputs.dtype) in ("float16", "bfloat16") else 1e-3,
-    ):
+    # The numpy array keeps a 16-bit dtype, for which the default tolerance
+    # is looser.
+    if looks_like_probabilities(keras.ops.convert_to_numpy(model(images, training=False))):
         raise ValueError(
             f"The {role} '{model.name}' outputs probabilities (on the first "
             "batch every row is non-negative and sums to 1), but distillation "
