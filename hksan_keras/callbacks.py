@@ -238,9 +238,14 @@ class DivergenceGuard(keras.callbacks.Callback):
         learning_rate = optimizer.learning_rate
         if callable(learning_rate):
             learning_rate = learning_rate(optimizer.iterations)
+        clipnorm = getattr(self.model, "global_clipnorm", None)
+        clipping = (
+            f"a smaller global_clipnorm (now {clipnorm:g})" if clipnorm
+            else "global_clipnorm=5 (the distiller's argument)"
+        )
         causes.append(
             f"The student's learning rate is {float(np.asarray(learning_rate)):g}; "
-            "a smaller one, or smaller loss weights, may keep it finite."
+            f"a smaller one, {clipping}, or smaller loss weights may keep it finite."
         )
         return causes
 

@@ -141,6 +141,7 @@ DEFAULTS = {
             **_DISCRIMINATOR,
             "class_head": True,
             "pretrain_teacher_attention_epochs": 0,
+            "global_clipnorm": 5.0,
         },
     },
 }
@@ -160,6 +161,7 @@ _NULLABLE = {
     "distill.teacher_stages": list,
     "distill.student_stages": list,
     "distill.fitnets.hint_stage": int,
+    "distill.hksan.global_clipnorm": float,
 }
 
 

@@ -3,6 +3,8 @@
 Run by test_distributed.py in a fresh process (devices must be configured
 before TensorFlow starts):  python distributed_fit.py N OUTPUT.npz [METHOD [IMAGES]]
 
+METHOD: a method's name, or "kd_clipped" (KD with global_clipnorm=0.05).
+
 IMAGES (default 64) images in global batches of 16: 33 ends with a batch of
 1 (one replica of two gets nothing), 35 with a batch of 3 (split 2 + 1).
 """
@@ -43,6 +45,10 @@ with strategy.scope():
             discriminator_units=(16,),
         )
         distiller.compile(optimizer=keras.optimizers.SGD(0.05), d_optimizer=keras.optimizers.SGD(0.05))
+    elif method == "kd_clipped":
+        # A norm every step exceeds: clipping acts on every update.
+        distiller = hksan_keras.distillers.get("kd")(teacher, student, global_clipnorm=0.05)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.05))
     else:
         distiller = hksan_keras.distillers.get(method)(teacher, student)
         distiller.compile(optimizer=keras.optimizers.SGD(0.05))

@@ -14,6 +14,7 @@ from keras import ops
 
 from hksan_keras.checks import (
     check_batch,
+    check_positive,
     check_same_input_shape,
     check_weights,
     first_batch,
@@ -84,6 +85,40 @@ def replica_share(batch_size):
         batch_size: This replica's number of examples (a float32 scalar).
     """
     return batch_size / ops.maximum(_cross_replica_sum(batch_size), 1.0)
+
+
+def clip_by_global_norm(gradients, clipnorm, loss_scale=1.0):
+    """Scales gradients so that the update's global L2 norm is at most `clipnorm`.
+
+    As `keras.optimizers.Optimizer(global_clipnorm=...)` does on one device
+    (Pascanu et al., "On the difficulty of training recurrent neural
+    networks", ICML 2013). Under a strategy the norm is that of the
+    gradient summed over replicas (the update that is applied, not each
+    replica's part of it), so every replica scales by the same factor and
+    the weights equal one device's.
+
+    Args:
+        gradients: List of gradient tensors (or None), this replica's part.
+        clipnorm: The largest global norm, a positive float.
+        loss_scale: The factor the loss was multiplied by before
+            differentiating (mixed_float16's loss scale); the norm is
+            measured and clipped on the unscaled gradient.
+
+    Returns:
+        A tuple `(clipped_gradients, norm)`: the gradients, scaled by
+        `min(1, clipnorm / norm)`, and the unscaled global norm before
+        clipping (a float32 scalar).
+    """
+    import tensorflow as tf
+
+    present = [g for g in gradients if g is not None]
+    context = tf.distribute.get_replica_context()
+    if context is not None and context.num_replicas_in_sync > 1:
+        present = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
+    norm = ops.sqrt(ops.sum(ops.stack([ops.sum(ops.square(g)) for g in present])))
+    norm = norm / ops.cast(loss_scale, norm.dtype)
+    factor = ops.minimum(1.0, clipnorm / ops.maximum(norm, 1e-12))
+    return [None if g is None else g * ops.cast(factor, g.dtype) for g in gradients], norm
 
 
 def where_examples(batch_size, value):
@@ -211,6 +246,13 @@ class Distiller(keras.Model):
         teacher: A trained `keras.Model` that outputs logits.
         student: A `keras.Model` that outputs logits for the same classes.
         label_weight: Weight of the student's label cross-entropy.
+        global_clipnorm: If set, the student side's gradient is scaled so
+            that its global L2 norm is at most this value before each
+            update (`clip_by_global_norm`), and "gradient_norm" (the norm
+            before clipping) is reported. Unlike the optimizer's own
+            `global_clipnorm`, the norm is that of the whole update under
+            a strategy. `None` (the default here; see each method's own)
+            leaves the gradient as it is.
         **kwargs: Standard `keras.Model` arguments (e.g. `name`).
 
     Example:
@@ -225,7 +267,7 @@ class Distiller(keras.Model):
     LOSS_TERMS = ("label_loss",)
     USES_TEACHER = True
 
-    def __init__(self, teacher, student, label_weight=1.0, **kwargs):
+    def __init__(self, teacher, student, label_weight=1.0, global_clipnorm=None, **kwargs):
         super().__init__(**kwargs)
         require_model(teacher, "teacher")
         require_model(student, "student")
@@ -245,11 +287,14 @@ class Distiller(keras.Model):
             check_same_input_shape(teacher, student)
         self.image_shape = known
         check_weights(label_weight=label_weight)
+        if global_clipnorm is not None:
+            check_positive(global_clipnorm=global_clipnorm)
         self.num_classes = teacher_classes
         self.teacher = teacher
         self.teacher.trainable = False
         self.student = student
         self.label_weight = float(label_weight)
+        self.global_clipnorm = None if global_clipnorm is None else float(global_clipnorm)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.accuracy_tracker = keras.metrics.SparseCategoricalAccuracy(
             name="accuracy"
@@ -257,14 +302,18 @@ class Distiller(keras.Model):
         self.term_trackers = {
             term: keras.metrics.Mean(name=term) for term in self.LOSS_TERMS
         }
+        self.gradient_norm_tracker = (
+            keras.metrics.Mean(name="gradient_norm") if self.global_clipnorm else None
+        )
         # Subclasses build their own layers in their constructors.
         self.built = True
 
     @property
     def metrics(self):
-        return [self.loss_tracker, self.accuracy_tracker] + list(
+        metrics = [self.loss_tracker, self.accuracy_tracker] + list(
             self.term_trackers.values()
         )
+        return metrics + ([self.gradient_norm_tracker] if self.gradient_norm_tracker else [])
 
     def call(self, inputs, training=None):
         return self.student(inputs, training=training)
@@ -496,6 +545,11 @@ class Distiller(keras.Model):
                 where_examples(batch_size, loss) * replica_share(batch_size)
             )
         gradients = gradients_of_examples(batch_size, tape.gradient(scaled_loss, variables))
+        if self.global_clipnorm:
+            gradients, gradient_norm = clip_by_global_norm(
+                gradients, self.global_clipnorm, self.optimizer.scale_loss(1.0)
+            )
+            self.gradient_norm_tracker.update_state(gradient_norm)
         self.optimizer.apply(gradients, variables)
 
         terms.update(discriminator_terms or {})
@@ -576,6 +630,7 @@ class Distiller(keras.Model):
                 "teacher": keras.saving.serialize_keras_object(self.teacher),
                 "student": keras.saving.serialize_keras_object(self.student),
                 "label_weight": self.label_weight,
+                "global_clipnorm": self.global_clipnorm,
             }
         )
         return config

@@ -154,6 +154,14 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         perturbation_rate: Dropout rate that perturbs those student logits.
         train_teacher_attention: Whether `fit` trains the teacher's
             estimators (see above).
+        global_clipnorm: The largest global L2 norm of the student side's
+            gradient in one update (see `Distiller`); `None` turns clipping
+            off. HKSAN sums seven terms, three of them (logits, attention
+            maps, squeeze) unbounded in their gradient: on students without
+            batch normalisation trained with SGD at lr 0.05 to 0.1 their
+            sum makes the weights, and with them the logits, grow without
+            bound within a few steps. The default 5 bounds each step there
+            and was chosen on the validation split (docs/results.md).
         seed: Seed of the perturbation dropout.
         **kwargs: Standard `keras.Model` arguments (e.g. `name`).
 
@@ -208,6 +216,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         fake_as_real_weight=0.1,
         perturbation_rate=0.5,
         train_teacher_attention=True,
+        global_clipnorm=5.0,
         seed=None,
         **kwargs,
     ):
@@ -226,6 +235,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             discriminator_regularization=discriminator_regularization,
             fake_as_real_weight=fake_as_real_weight,
             perturbation_rate=perturbation_rate,
+            global_clipnorm=global_clipnorm,
             seed=seed,
             **kwargs,
         )
