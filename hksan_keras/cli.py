@@ -49,6 +49,7 @@ def _main(command, argv):
     from hksan_keras import experiment
     from hksan_keras.callbacks import DivergenceError
     from hksan_keras.config import ConfigError
+    from hksan_keras.data import MissingDependencyError
 
     try:
         overrides = list(FLAGS.set) + ([f"distill.method={FLAGS.method}"] if FLAGS.method else [])
@@ -78,7 +79,7 @@ def _main(command, argv):
             print("\nTest accuracy")
             for name, scores in results.items():
                 print(f"  {name:<18} {scores['accuracy']:.4f}")
-    except (ConfigError, FileNotFoundError, FileExistsError) as error:
+    except (ConfigError, FileNotFoundError, FileExistsError, MissingDependencyError) as error:
         print(f"hksan-keras {command}: error: {error}", file=sys.stderr)
         sys.exit(2)
     except DivergenceError as error:

@@ -270,6 +270,10 @@ def make_pipeline(
     return dataset.batch(batch_size).prefetch(autotune)
 
 
+class MissingDependencyError(ImportError):
+    """A Python module that a step needs is not installed; the message names the pip command."""
+
+
 def prepared_builder(name, data_dir, manual_dir=None, download=True):
     """A TFDS builder whose data is prepared, downloading it first if allowed."""
     import tensorflow_datasets as tfds
@@ -289,6 +293,12 @@ def prepared_builder(name, data_dir, manual_dir=None, download=True):
         # As tfds.load does: download and prepare on first use, with TFDS's
         # own progress bars, into data_dir or TFDS's default directory.
         builder.download_and_prepare(download_config=config)
+    except ImportError as error:
+        # Not the network: a module TFDS imports lazily on this path only.
+        raise MissingDependencyError(
+            f"Preparing TFDS dataset {name!r} needs the Python module "
+            f"{error.name!r}, which is not installed: pip install {error.name}"
+        ) from error
     except Exception as error:  # noqa: BLE001 - any failure gets the same explanation
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise FileNotFoundError(

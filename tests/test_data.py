@@ -84,6 +84,67 @@ def test_a_missing_dataset_is_downloaded_and_prepared_as_tfds_load_does(tmp_path
     assert "could not be downloaded" in message and "ConnectionError" in message
 
 
+def test_a_module_missing_on_the_prepare_path_is_named_with_its_pip_command(tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    def missing(self, download_config=None, **kwargs):
+        raise ModuleNotFoundError("No module named 'importlib_resources'", name="importlib_resources")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", missing)
+    with pytest.raises(data.MissingDependencyError, match="pip install importlib_resources") as caught:
+        data.tfds_dataset("cifar100", "train", data_dir=str(tmp_path))
+    assert "internet" not in str(caught.value)
+
+
+def _cifar10_binary_archive(directory, images_per_file=2):
+    """A tar.gz laid out as CIFAR-10's binary release: records of 1 label byte + 3072 pixel bytes."""
+    import tarfile
+
+    rng = np.random.default_rng(0)
+    root = directory / "cifar-10-batches-bin"
+    root.mkdir()
+    (root / "batches.meta.txt").write_text("\n".join(f"class_{i}" for i in range(10)) + "\n")
+    labels = {}
+    for file_name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        records = rng.integers(0, 256, size=(images_per_file, 1 + 32 * 32 * 3), dtype=np.uint8)
+        records[:, 0] = rng.integers(0, 10, size=images_per_file)
+        labels[file_name] = records[:, 0].tolist()
+        (root / file_name).write_bytes(records.tobytes())
+    archive = directory / "cifar-10-binary.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="cifar-10-batches-bin")
+    return archive, labels
+
+
+def test_a_missing_dataset_is_downloaded_from_its_url_and_prepared_by_tfds(tmp_path, monkeypatch):
+    # TFDS's real download-and-prepare path (download manager, extraction,
+    # the CIFAR-10 builder's parser) against a server on 127.0.0.1 standing
+    # in for www.cs.toronto.edu: only the builder's URL is changed.
+    import functools
+    import http.server
+    import threading
+
+    from tensorflow_datasets.image_classification import cifar
+
+    served = tmp_path / "served"
+    served.mkdir()
+    archive, labels = _cifar10_binary_archive(served)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/{archive.name}"
+    real_info = cifar.Cifar10._cifar_info.fget
+    monkeypatch.setattr(cifar.Cifar10, "_cifar_info", property(lambda self: real_info(self)._replace(url=url)))
+    try:
+        dataset = data.tfds_dataset("cifar10", "train", batch_size=100, data_dir=str(tmp_path / "tfds"))
+        images, got = next(iter(dataset))
+    finally:
+        server.shutdown()
+    assert images.shape == (10, 32, 32, 3)
+    expected = [label for name in sorted(labels) if name.startswith("data_batch") for label in labels[name]]
+    assert sorted(got.numpy().tolist()) == sorted(expected)
+
+
 def test_arrays_and_image_folders(tmp_path):
     from PIL import Image
 
