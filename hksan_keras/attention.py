@@ -3,10 +3,10 @@
 Pure `keras.ops` and Keras layers: these run on any Keras backend.
 """
 
-import math
-
 import keras
 from keras import ops
+
+from hksan_keras.checks import check_no_removed_options
 
 HIERARCHIES = ("hierarchical", "flat")
 SQUEEZE_TARGETS = ("guided", "pooled")
@@ -190,24 +190,6 @@ class HierarchicalSqueeze(keras.layers.Layer):
             in a trained ResNet-20) and the chain of guides made the student's
             squeeze diverge within 5 steps at squeeze_weight=1; normalised
             and constant, it stayed finite, as "flat" does.
-        scale_guide: Divide each estimator's guide by the square root of
-            its width, so that its squared norm is about 1 rather than about
-            its width (with normalised features and guides each component is
-            about 1). The guide projection is a linear map that the squeeze
-            term trains; plain SGD on it is stable only while the step size
-            times (squeeze weight x squared guide norm / F) stays small, and
-            at lr 0.1 with squeeze_weight=1 and guides of width 128 + F the
-            student's squeeze diverged within 90 steps (cpu-small). Scaled,
-            the same run trained.
-        stop_guide_gradient: Treat every guide as a constant: no gradient
-            reaches the descriptor (and, through it, the last stage) from
-            the estimators. For the student's squeeze: the guide projection
-            W and the descriptor g(theta) form a product `W g` that the
-            squeeze term fits, and above squeeze_weight ~0.3 the two fed
-            each other until the run diverged (ResNet-56 -> ResNet-20, lr
-            0.1, weight 0.6: W's norm 5 -> 20 and the guides' squared norm
-            130 -> 5e4 within ~90 steps). With the guide constant the same
-            run trained (W settled near 18).
         **kwargs: Standard `keras.layers.Layer` arguments.
 
     Returns (from `call`):
@@ -224,6 +206,9 @@ class HierarchicalSqueeze(keras.layers.Layer):
     [(2, 16), (2, 32)]
     """
 
+    # Options that older versions took and saved; `from_config` names them.
+    REMOVED_OPTIONS = ("scale_guide", "stop_guide_gradient")
+
     def __init__(
         self,
         stage_widths,
@@ -234,8 +219,6 @@ class HierarchicalSqueeze(keras.layers.Layer):
         normalize_guide=False,
         squeeze_target="guided",
         normalize_features=False,
-        scale_guide=False,
-        stop_guide_gradient=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -255,8 +238,6 @@ class HierarchicalSqueeze(keras.layers.Layer):
         self.hierarchy = hierarchy
         self.channel_transform = bool(channel_transform)
         self.normalize_guide = bool(normalize_guide)
-        self.scale_guide = bool(scale_guide)
-        self.stop_guide_gradient = bool(stop_guide_gradient)
         stages = range(1, len(self.stage_widths) + 1)
         self.channel_transforms = (
             [
@@ -344,10 +325,6 @@ class HierarchicalSqueeze(keras.layers.Layer):
                 if self.normalize_guide:
                     above = _rms_normalize(ops.stop_gradient(above), axis=-1)
                 guide = ops.concatenate([descriptor, above], axis=-1)
-            if self.scale_guide:
-                guide = guide * (1.0 / math.sqrt(guide.shape[-1]))
-            if self.stop_guide_gradient:
-                guide = ops.stop_gradient(guide)
             guides[i] = guide
             squeezed[i], attention[i] = self.estimators[i].attend(
                 stage_features[i], guide, scales[i], transforms[i], shifts[i]
@@ -372,8 +349,11 @@ class HierarchicalSqueeze(keras.layers.Layer):
                 "normalize_guide": self.normalize_guide,
                 "squeeze_target": self.squeeze_target,
                 "normalize_features": self.normalize_features,
-                "scale_guide": self.scale_guide,
-                "stop_guide_gradient": self.stop_guide_gradient,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        check_no_removed_options(cls.__name__, config, cls.REMOVED_OPTIONS)
+        return super().from_config(config)

@@ -62,6 +62,35 @@ def check_positive(**values):
             raise ValueError(f"{name} must be > 0, got {value}.")
 
 
+def check_no_removed_options(owner, config, removed):
+    """Raises if a saved config sets options that `owner` no longer takes.
+
+    `from_config` calls this, so that a file saved by an older version
+    fails with the option's name rather than a bare `TypeError`.
+
+    Args:
+        owner: The class name, for the message.
+        config: The saved config dict.
+        removed: Names of the options that were removed.
+
+    Raises:
+        ValueError: The config sets one or more of `removed`.
+
+    Example:
+
+    >>> check_no_removed_options("HKSANDistiller", {"squeeze_weight": 0.3},
+    ...                          ("scale_guide",))  # passes
+    """
+    found = [name for name in removed if name in config]
+    if found:
+        raise ValueError(
+            f"This {owner} was saved by an older hksan_keras: its config sets "
+            f"{', '.join(repr(name) for name in found)}, removed since (see "
+            "docs/results.md for the measurements that retired them). Load it "
+            "with that version, or load the student saved beside it."
+        )
+
+
 def check_same_input_shape(teacher, student):
     """Raises if teacher and student cannot take the same batch of images.
 

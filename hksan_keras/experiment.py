@@ -26,12 +26,7 @@ from hksan_keras.distribute import (
     worker_directory,
 )
 from hksan_keras.attention import HIERARCHIES, SQUEEZE_TARGETS
-from hksan_keras.losses import (
-    ATTENTION_MAPS,
-    GAN_LOSSES,
-    LOGIT_DISTANCES,
-    SQUEEZE_DISTANCES,
-)
+from hksan_keras.losses import LOGIT_DISTANCES
 from hksan_keras.callbacks import (
     BestStudentCheckpoint,
     EpochSummary,
@@ -55,18 +50,8 @@ PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 # Config options that take one of a few names, checked before training.
 _CHOICES = {
     "hksan.hierarchy": HIERARCHIES,
-    "hksan.squeeze_distance": SQUEEZE_DISTANCES,
     "hksan.squeeze_target": SQUEEZE_TARGETS,
-    "hksan.attention_maps": ATTENTION_MAPS,
-    **{
-        f"{method}.{option}": choices
-        for method in ("anc", "xu", "hksan")
-        for option, choices in (
-            ("logit_distance", LOGIT_DISTANCES),
-            ("gan_loss", GAN_LOSSES),
-            ("discriminator_input", AdversarialDistiller.DISCRIMINATOR_INPUTS),
-        )
-    },
+    **{f"{method}.logit_distance": LOGIT_DISTANCES for method in ("anc", "xu", "hksan")},
 }
 
 
@@ -357,9 +342,8 @@ def build_distiller(config, teacher, student, steps_per_epoch):
     cls = METHODS[method]
     options = dict(config["distill"][method])
     pretrain_epochs = options.pop("pretrain_teacher_attention_epochs", 0)
-    for key in ("warmup_epochs", "adversarial_warmup_epochs"):
-        if key in options:
-            options[key.replace("epochs", "steps")] = round(options.pop(key) * steps_per_epoch)
+    if "warmup_epochs" in options:
+        options["warmup_steps"] = round(options.pop("warmup_epochs") * steps_per_epoch)
     if issubclass(cls, StageDistiller):
         for key in ("num_stages", "teacher_stages", "student_stages"):
             options[key] = config["distill"][key]

@@ -91,28 +91,7 @@ def label_loss(labels, logits):
     return ops.mean(per_example_label_loss(labels, logits))
 
 
-def standardize(x, axis=-1):
-    """(x - mean) / std along `axis`: the scale- and shift-free shape of x.
-
-    Logit standardisation (Sun et al., "Logit Standardization in Knowledge
-    Distillation", CVPR 2024): a teacher whose logits reach 200 and one
-    whose logits reach 5 give the same standardised logits when they rank
-    and space the classes alike.
-
-    Args:
-        x: A tensor.
-        axis: The axis to standardise over (the classes).
-
-    Returns:
-        A tensor of x's shape with zero mean and unit variance along `axis`
-        (zero where x is constant along it).
-    """
-    centered = x - ops.mean(x, axis=axis, keepdims=True)
-    variance = ops.mean(ops.square(centered), axis=axis, keepdims=True)
-    return centered * ops.rsqrt(variance + 1e-6)
-
-
-LOGIT_DISTANCES = ("squared", "standardized", "relative", "l1")
+LOGIT_DISTANCES = ("squared", "relative", "l1")
 # The "relative" distance divides by the teacher's logit variance, but by no
 # less than this: a teacher with small logits (an untrained one, or one
 # trained with label smoothing) would otherwise multiply the raw L2's weight
@@ -135,10 +114,7 @@ def logit_matching_loss(teacher_logits, student_logits, distance="squared", scal
         teacher_logits: Shape (batch, num_classes).
         student_logits: Shape (batch, num_classes).
         distance: "squared": `mean((l_S - l_T)^2)` (KSANC's L2; grows with
-            the square of the teacher's logit scale); "standardized": the
-            same between `standardize(l_S)` and `standardize(l_T)` (in
-            [0, 4], independent of either network's logit scale);
-            "relative": the squared distance divided by the batch mean of
+            the square of the teacher's logit scale); "relative": the squared distance divided by the batch mean of
             the teacher's per-example logit variance, or by
             `RELATIVE_SCALE_FLOOR` (10) when that is smaller (a constant:
             the student still matches the teacher's logits, scale included,
@@ -155,15 +131,11 @@ def logit_matching_loss(teacher_logits, student_logits, distance="squared", scal
 
     Example:
 
-    >>> logit_matching_loss(ops.array([[2.0, 0.0]]), ops.array([[20.0, 0.0]]),
-    ...                     "standardized")  # 0.0: the same shape
+    >>> logit_matching_loss(ops.array([[2.0, 0.0]]), ops.array([[4.0, 0.0]]),
+    ...                     "squared")  # 2.0
     """
     if distance == "squared":
         return ops.mean(ops.square(student_logits - teacher_logits))
-    if distance == "standardized":
-        return ops.mean(
-            ops.square(standardize(student_logits) - standardize(teacher_logits))
-        )
     if distance == "relative":
         if scale is None:
             scale = teacher_logit_variance(teacher_logits)
@@ -172,9 +144,6 @@ def logit_matching_loss(teacher_logits, student_logits, distance="squared", scal
     if distance == "l1":
         return logit_l1_loss(teacher_logits, student_logits)
     raise ValueError(f"distance must be one of {LOGIT_DISTANCES}, got {distance!r}.")
-
-
-SQUEEZE_DISTANCES = ("squared", "relative", "normalized")
 
 
 def l2_normalize(x, axis=-1):
@@ -195,36 +164,30 @@ def _check_stage_counts(teacher_items, student_items, what):
         )
 
 
-def squeezed_knowledge_loss(teacher_squeezed, student_squeezed, distance="squared"):
-    """Matching of squeezed knowledge, summed over stages.
+def squeezed_knowledge_loss(teacher_squeezed, student_squeezed):
+    """Matching of squeezed knowledge: squared distance, summed over stages.
+
+    Sum over stages of `mean((k_S^i - k_T^i)^2)`, the mean over the batch
+    and the components (so one weight serves any stage width).
 
     Args:
         teacher_squeezed: List of (batch, F_i) tensors, one per stage.
         student_squeezed: List of (batch, F_i) tensors, same widths.
-        distance: "squared": `mean((k_S - k_T)^2)` over the components,
-            which scales with the square of the teacher's activations;
-            "relative": that divided by the batch's `mean(k_T^2)` (a
-            constant), so 1 means "as far as k_S = 0"; "normalized":
-            `||k_S/|k_S| - k_T/|k_T| ||^2` (= 2 - 2 cos, in [0, 4]), whose
-            gradient grows as 1/|k_S| when k_S is small.
 
     Returns:
-        Scalar sum over stages of the batch mean distance.
+        Scalar sum over stages of the batch mean squared distance.
+
+    Raises:
+        ValueError: If the lists differ in length.
+
+    Example:
+
+    >>> squeezed_knowledge_loss([ops.ones((2, 4))], [ops.zeros((2, 4))])  # 1.0
     """
     _check_stage_counts(teacher_squeezed, student_squeezed, "stages")
-    if distance not in SQUEEZE_DISTANCES:
-        raise ValueError(f"distance must be one of {SQUEEZE_DISTANCES}, got {distance!r}.")
     total = 0.0
     for k_teacher, k_student in zip(teacher_squeezed, student_squeezed):
-        if distance == "squared":
-            total = total + ops.mean(ops.square(k_student - k_teacher))
-        elif distance == "relative":
-            scale = ops.stop_gradient(ops.mean(ops.square(k_teacher))) + 1e-8
-            total = total + ops.mean(ops.square(k_student - k_teacher)) / scale
-        else:
-            total = total + ops.mean(
-                ops.sum(ops.square(l2_normalize(k_student) - l2_normalize(k_teacher)), axis=-1)
-            )
+        total = total + ops.mean(ops.square(k_student - k_teacher))
     return total
 
 
@@ -244,21 +207,16 @@ def task_loss(labels, stage_logits):
     )
 
 
-GAN_LOSSES = ("vanilla", "least_squares")
-
-
-def source_loss(source_logits, is_real, gan_loss="vanilla"):
+def source_loss(source_logits, is_real):
     """GAN loss of the discriminator's source unit against one target.
+
+    Binary cross-entropy on the logit: the vanilla GAN loss, and the
+    non-saturating one when the student takes `is_real=True`.
 
     Args:
         source_logits: Shape (batch,), the discriminator's "comes from the
             teacher" output.
         is_real: Python bool, the target: True for "teacher" (real).
-        gan_loss: "vanilla": binary cross-entropy on the logit (the
-            non-saturating GAN loss when the student takes `is_real=True`);
-            "least_squares": `mean((D - target)^2)` with targets 1 and 0
-            (LSGAN, Mao et al. 2017), whose gradient does not vanish when D
-            is confident.
 
     Returns:
         Scalar loss.
@@ -266,16 +224,12 @@ def source_loss(source_logits, is_real, gan_loss="vanilla"):
     target = ops.ones_like(source_logits) if is_real else ops.zeros_like(
         source_logits
     )
-    if gan_loss == "least_squares":
-        return ops.mean(ops.square(source_logits - target))
-    if gan_loss != "vanilla":
-        raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}.")
     return ops.mean(
         ops.binary_crossentropy(target, source_logits, from_logits=True)
     )
 
 
-def adversarial_student_loss(labels, source_logits, class_logits=None, gan_loss="vanilla"):
+def adversarial_student_loss(labels, source_logits, class_logits=None):
     """The student's adversarial term: look real, and be classified right.
 
     Args:
@@ -284,13 +238,12 @@ def adversarial_student_loss(labels, source_logits, class_logits=None, gan_loss=
         source_logits: Discriminator source outputs on the student's logits.
         class_logits: Discriminator class logits on the student's logits, or
             None for a discriminator without a class head.
-        gan_loss: "vanilla" or "least_squares" (see `source_loss`).
 
     Returns:
-        Scalar `GAN(D_src(l_S), real) + CE(y, D_cls(l_S))` (the second term
+        Scalar `BCE(D_src(l_S), real) + CE(y, D_cls(l_S))` (the second term
         only with class logits).
     """
-    loss = source_loss(source_logits, True, gan_loss)
+    loss = source_loss(source_logits, True)
     if class_logits is not None:
         loss = loss + label_loss(labels, class_logits)
     return loss
@@ -304,7 +257,6 @@ def discriminator_loss(
     student_classes,
     perturbed_student_source=None,
     fake_as_real_weight=0.0,
-    gan_loss="vanilla",
 ):
     """The discriminator's objective (without its kernel regulariser).
 
@@ -319,22 +271,17 @@ def discriminator_loss(
             real (KSANC's regulariser); ignored when `fake_as_real_weight`
             is 0.
         fake_as_real_weight: nu, the weight of that regulariser.
-        gan_loss: "vanilla" or "least_squares" (see `source_loss`).
 
     Returns:
-        Scalar `GAN(real) + GAN(fake) + CE_T + CE_S + nu * GAN(perturbed, real)`.
+        Scalar `BCE(real) + BCE(fake) + CE_T + CE_S + nu * BCE(perturbed, real)`.
     """
-    loss = source_loss(teacher_source, True, gan_loss) + source_loss(
-        student_source, False, gan_loss
-    )
+    loss = source_loss(teacher_source, True) + source_loss(student_source, False)
     if teacher_classes is not None:
         loss = loss + label_loss(labels, teacher_classes)
     if student_classes is not None:
         loss = loss + label_loss(labels, student_classes)
     if fake_as_real_weight and perturbed_student_source is not None:
-        loss = loss + fake_as_real_weight * source_loss(
-            perturbed_student_source, True, gan_loss
-        )
+        loss = loss + fake_as_real_weight * source_loss(perturbed_student_source, True)
     return loss
 
 
@@ -500,44 +447,6 @@ def attention_transfer_loss(teacher_maps, student_maps, p=2.0):
         total = total + ops.mean(
             ops.square(attention_map(student_map, p) - attention_map(teacher_map, p))
         )
-    return total
-
-
-ATTENTION_MAPS = ("estimator", "activation")
-
-
-def attention_distribution_loss(teacher_attention, student_attention):
-    """KL(M_T || M_S) between spatial attention distributions, summed over stages.
-
-    The maps are HKSAN's task-driven attention (softmax over positions, each
-    summing to one), so the divergence needs no normalisation and does not
-    grow with the scale of either network's features: its gradient with
-    respect to the student's attention scores is `M_S - M_T`.
-
-    Args:
-        teacher_attention: List of (batch, H_i, W_i) maps, each summing to one.
-        student_attention: List of (batch, H_i, W_i) maps, each summing to
-            one; a map of a whole multiple of the teacher's size (or of a
-            whole fraction of it) is summed over blocks to the smaller size.
-
-    Returns:
-        Scalar sum over stages of the batch mean divergence.
-    """
-    _check_stage_counts(teacher_attention, student_attention, "attention maps")
-    total = 0.0
-    for teacher_map, student_map in zip(teacher_attention, student_attention):
-        # Average pooling keeps each map a distribution up to a constant
-        # factor (the block area), renormalised below.
-        student_map, teacher_map = match_resolution(
-            student_map[..., None], teacher_map[..., None]
-        )
-        batch = ops.shape(teacher_map)[0]
-        teacher_probs = ops.reshape(teacher_map, (batch, -1))
-        student_probs = ops.reshape(student_map, (batch, -1))
-        teacher_probs = teacher_probs / ops.sum(teacher_probs, axis=-1, keepdims=True)
-        student_probs = student_probs / ops.sum(student_probs, axis=-1, keepdims=True)
-        student_log_probs = ops.log(ops.maximum(student_probs, 1e-12))
-        total = total + ops.mean(_kl(teacher_probs, student_log_probs))
     return total
 
 

@@ -102,8 +102,6 @@ def _squeeze_by_building_every_map(squeeze, features):
             if squeeze.normalize_guide:
                 above = above * ops.rsqrt(ops.mean(ops.square(above), axis=-1, keepdims=True) + 1e-6)
             guide = ops.concatenate([descriptor, above], axis=-1)
-        if squeeze.scale_guide:
-            guide = guide / float(guide.shape[-1]) ** 0.5
         estimator = squeeze.estimators[i]
         guided = maps[i] + estimator.guide_projection(guide)[:, None, None, :]
         scores = estimator.attention_score(guided)[..., 0]
@@ -122,7 +120,6 @@ def _squeeze_by_building_every_map(squeeze, features):
         dict(normalize_features=True, channel_transform=True, normalize_guide=True),
         dict(normalize_features=True, squeeze_target="pooled", channel_transform=True),
         dict(hierarchy="flat", channel_transform=True),
-        dict(normalize_features=True, channel_transform=True, normalize_guide=True, scale_guide=True),
     ],
 )
 def test_squeeze_without_building_maps_equals_building_them(options):
@@ -147,52 +144,9 @@ def test_squeeze_without_building_maps_equals_building_them(options):
         )
 
 
-def test_scaled_guides_have_about_unit_norm_and_round_trip():
-    features = [keras.random.normal((4, 8, 8, 4), seed=8), keras.random.normal((4, 4, 4, 6), seed=9)]
-    squeeze = HierarchicalSqueeze(
-        [4, 6], num_classes=3, descriptor_units=32, normalize_features=True,
-        normalize_guide=True, scale_guide=True,
-    )
-    unscaled = HierarchicalSqueeze.from_config({**squeeze.get_config(), "scale_guide": False})
-    squeeze.build([tuple(f.shape) for f in features])
-    unscaled.build([tuple(f.shape) for f in features])
-    unscaled.set_weights(squeeze.get_weights())
-    scaled_guides = squeeze(features)["guides"]
-    raw_guides = unscaled(features)["guides"]
-    # The deepest guide is the descriptor alone, so it can be compared as is.
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(scaled_guides[-1]),
-        keras.ops.convert_to_numpy(raw_guides[-1]) / np.sqrt(32), rtol=1e-5, atol=1e-6,
-    )
-    shallow_norm = np.linalg.norm(keras.ops.convert_to_numpy(scaled_guides[0]), axis=-1)
-    shallow_width = scaled_guides[0].shape[-1]
-    raw_norm = np.linalg.norm(keras.ops.convert_to_numpy(raw_guides[0]), axis=-1)
-    assert shallow_width == 32 + 6
-    assert (raw_norm > 2 * shallow_norm).all()
-    assert HierarchicalSqueeze.from_config(squeeze.get_config()).scale_guide is True
-
-
-def test_stopped_guide_gradient_leaves_descriptor_without_gradient_and_same_values():
-    import tensorflow as tf
-
-    features = [tf.random.normal((2, 8, 8, 4)), tf.random.normal((2, 4, 4, 6))]
-    free = HierarchicalSqueeze([4, 6], num_classes=3, descriptor_units=5, normalize_guide=True)
-    stopped = HierarchicalSqueeze.from_config({**free.get_config(), "stop_guide_gradient": True})
-    for squeeze in (free, stopped):
-        squeeze.build([f.shape for f in features])
-    stopped.set_weights(free.get_weights())
-    gradients = {}
-    for name, squeeze in (("free", free), ("stopped", stopped)):
-        with tf.GradientTape() as tape:
-            out = squeeze(features)
-            total = sum(tf.reduce_sum(tf.square(k)) for k in out["squeezed"])
-        gradients[name] = tape.gradient(total, [squeeze.descriptor.kernel, squeeze.estimators[0].guide_projection.kernel])
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(out["squeezed"][0]),
-            keras.ops.convert_to_numpy(free(features)["squeezed"][0]), rtol=1e-5, atol=1e-6,
-        )
-    assert float(tf.reduce_max(tf.abs(gradients["free"][0]))) > 0.0
-    assert gradients["stopped"][0] is None or float(tf.reduce_max(tf.abs(gradients["stopped"][0]))) == 0.0
-    # The guide projection itself still learns.
-    assert float(tf.reduce_max(tf.abs(gradients["stopped"][1]))) > 0.0
-    assert HierarchicalSqueeze.from_config(stopped.get_config()).stop_guide_gradient is True
+def test_squeeze_from_an_older_config_names_the_removed_option():
+    squeeze = HierarchicalSqueeze([4, 6], num_classes=3, descriptor_units=5)
+    assert HierarchicalSqueeze.from_config(squeeze.get_config()).get_config() == squeeze.get_config()
+    for removed in ("scale_guide", "stop_guide_gradient"):
+        with pytest.raises(ValueError, match=f"'{removed}', removed since"):
+            HierarchicalSqueeze.from_config({**squeeze.get_config(), removed: False})

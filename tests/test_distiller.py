@@ -162,27 +162,10 @@ def test_export_student_serves_the_same_logits_and_never_overwrites(teacher, stu
     assert os.path.exists(os.path.join(path, "saved_model.pb"))
 
 
-def test_stopped_student_guide_gradient_is_the_students_only_and_round_trips(teacher, student, batch):
-    distiller = hksan_keras.HKSANDistiller(teacher, student, stop_student_guide_gradient=True, squeeze_weight=1.0)
-    assert distiller.student_squeeze.stop_guide_gradient is True
-    # The teacher's descriptor keeps learning from its task heads.
-    assert distiller.teacher_squeeze.stop_guide_gradient is False
-    descriptor_before = _weights([distiller.student_squeeze.descriptor.kernel])
-    projection_before = _weights([distiller.student_squeeze.estimators[0].guide_projection.kernel])
-    history = _fit(distiller, batch)
-    assert np.isfinite(history.history["squeeze_loss"]).all()
-    # Nothing reaches the student's descriptor (it only feeds the guides),
-    # while the guide projections still fit the teacher's vectors.
-    assert not _changed(descriptor_before, [distiller.student_squeeze.descriptor.kernel])
-    assert _changed(projection_before, [distiller.student_squeeze.estimators[0].guide_projection.kernel])
-    restored = hksan_keras.HKSANDistiller.from_config(distiller.get_config())
-    assert restored.stop_student_guide_gradient is True
-
-
-@pytest.mark.parametrize("attention_maps, weight", [("estimator", 3.0), ("activation", 1000.0)])
-def test_attention_term_trains_the_student_only_and_round_trips(teacher, student, batch, attention_maps, weight):
+def test_attention_term_trains_the_student_only_and_round_trips(teacher, student, batch):
+    weight = 1000.0
     distiller = hksan_keras.HKSANDistiller(
-        teacher, student, attention_weight=weight, attention_maps=attention_maps,
+        teacher, student, attention_weight=weight,
         logit_weight=0.0, squeeze_weight=0.0, adversarial_weight=0.0, task_weight=0.0,
         label_weight=0.0,
     )
@@ -195,14 +178,19 @@ def test_attention_term_trains_the_student_only_and_round_trips(teacher, student
     assert _changed(student_before, student.trainable_variables)
     assert not _changed(teacher_squeeze_before, distiller.teacher_squeeze.trainable_variables)
     restored = hksan_keras.HKSANDistiller.from_config(distiller.get_config())
-    assert (restored.attention_maps, restored.attention_weight) == (attention_maps, weight)
+    assert restored.attention_weight == weight
 
 
-def test_attention_maps_default_to_activation_maps_and_unknown_maps_are_refused(teacher, student, batch):
+def test_attention_term_is_ats_activation_maps_by_default_and_off_at_weight_0(teacher, student, batch):
     distiller = hksan_keras.HKSANDistiller(teacher, student)
-    assert (distiller.attention_maps, distiller.attention_weight) == ("activation", 1000.0)
+    assert distiller.attention_weight == 1000.0
     assert _fit(distiller, batch).history["attention_loss"][0] > 0
+    images, labels = batch
+    teacher_out = distiller.teacher_outputs(images)
+    student_out = distiller.student_outputs(images, training=False)
+    np.testing.assert_allclose(
+        float(distiller.loss_terms(labels, teacher_out, student_out)["attention_loss"]),
+        float(hksan_keras.losses.attention_transfer_loss(teacher_out["features"], student_out["features"])),
+        rtol=1e-5)
     off = hksan_keras.HKSANDistiller(teacher, student, attention_weight=0.0)
     assert _fit(off, batch).history["attention_loss"][0] == 0.0
-    with pytest.raises(ValueError, match="attention_maps must be one of"):
-        hksan_keras.HKSANDistiller(teacher, student, attention_maps="gradcam")

@@ -23,16 +23,8 @@ def test_logit_and_squeeze_losses_match_hand_computation():
     squeeze = losses.squeezed_knowledge_loss([teacher, 2 * teacher], [student, student])
     expected = ((student - teacher) ** 2).mean() + ((student - 2 * teacher) ** 2).mean()
     np.testing.assert_allclose(float(squeeze), expected, rtol=1e-6)
-
-    # The normalized distance compares directions only: 2 - 2 cos, scale-free.
-    normalized = losses.squeezed_knowledge_loss([teacher, 2 * teacher], [student, student], "normalized")
-    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)
-    one = np.sum((unit(student) - unit(teacher)) ** 2, axis=-1).mean()
-    np.testing.assert_allclose(float(normalized), 2 * one, rtol=1e-5)
-    relative = losses.squeezed_knowledge_loss([teacher], [student], "relative")
-    np.testing.assert_allclose(float(relative), ((student - teacher) ** 2).mean() / (teacher**2).mean(), rtol=1e-5)
-    with pytest.raises(ValueError, match="distance must be one of"):
-        losses.squeezed_knowledge_loss([teacher], [student], "cosine")
+    with pytest.raises(ValueError, match="must match"):
+        losses.squeezed_knowledge_loss([teacher], [student, student])
 
 
 def test_adversarial_and_discriminator_losses_match_hand_computation():
@@ -78,29 +70,8 @@ def test_normalized_terms_have_finite_gradients_at_all_zero_features():
     zeros = tf.zeros((2, 4, 4, 3))
     other = tf.ones((2, 4, 4, 3))
     for loss in (lambda s: losses.attention_transfer_loss([other], [s]),
-                 lambda s: losses.neuron_selectivity_loss([other], [s]),
-                 lambda s: losses.squeezed_knowledge_loss([other[:, 0, 0]], [s[:, 0, 0]], "normalized")):
+                 lambda s: losses.neuron_selectivity_loss([other], [s])):
         with tf.GradientTape() as tape:
             tape.watch(zeros)
             value = loss(zeros)
         assert np.all(np.isfinite(tape.gradient(value, zeros).numpy()))
-
-
-def test_attention_distribution_loss_is_the_kl_of_the_maps_and_pools_larger_maps():
-    rng = np.random.default_rng(3)
-    teacher = rng.random((2, 4, 4)).astype("float32")
-    teacher /= teacher.sum(axis=(1, 2), keepdims=True)
-    student = rng.random((2, 4, 4)).astype("float32")
-    student /= student.sum(axis=(1, 2), keepdims=True)
-    expected = np.mean(np.sum(teacher * (np.log(teacher) - np.log(student)), axis=(1, 2)))
-    np.testing.assert_allclose(
-        float(losses.attention_distribution_loss([teacher], [student])), expected, rtol=1e-5
-    )
-    assert float(losses.attention_distribution_loss([teacher], [teacher])) == pytest.approx(0.0, abs=1e-6)
-    # A student map twice the teacher's size is summed over 2x2 blocks.
-    fine = np.repeat(np.repeat(student, 2, axis=1), 2, axis=2) / 4
-    np.testing.assert_allclose(
-        float(losses.attention_distribution_loss([teacher], [fine])), expected, rtol=1e-5
-    )
-    with pytest.raises(ValueError, match="must match"):
-        losses.attention_distribution_loss([teacher], [student, student])

@@ -34,16 +34,12 @@ class AdversarialDistiller(Distiller):
         BCE(D_src(l_S), real) [+ CE(y, D_cls(l_S))]       with a class head
 
     and the "logit_loss" term `logit_matching_loss(l_T, l_S, logit_distance)`,
-    weighted by `logit_weight`; optionally also Hinton's soft-target term
-    "kd_loss" (`kd_loss(l_T, l_S, kd_temperature)`), weighted by `kd_weight`
-    (0 by default: the method's reading has no such term). (BCE is the vanilla GAN loss; with
-    `gan_loss="least_squares"` every BCE above is a squared error.)
+    weighted by `logit_weight`. BCE is the vanilla GAN loss (binary
+    cross-entropy on D's source logit; non-saturating for the student).
 
-    D reads `discriminator_input` of the logits: the raw logits, their
-    standardised form (per example: zero mean, unit variance over the
-    classes) or the temperature-softened probabilities. With `CONDITIONAL`,
-    D reads them concatenated with the label rows (one-hot, or the soft
-    rows as given: a conditional GAN).
+    D reads the raw logits. With `CONDITIONAL`, it reads them concatenated
+    with the label rows (one-hot, or the soft rows as given: a conditional
+    GAN).
     Teacher, student and perturbed student go through D as one batch, so its
     batch statistics are the same in both updates; its batch normalisation
     is synchronised across replicas.
@@ -54,23 +50,12 @@ class AdversarialDistiller(Distiller):
             "relative" distance: for a trained CIFAR ResNet-20 teacher, whose
             per-example logit variance is ~15, about the raw L2 at weight
             0.7; chosen on validation, docs/results.md).
-        logit_distance: "relative" (L2 over the teacher's logit variance),
-            "squared" (raw L2), "standardized" (L2 between standardised
-            logits) or "l1"; `None` takes the class's
-            `DEFAULT_LOGIT_DISTANCE`. All but "squared" keep the term's size
-            independent of the teacher's logit scale.
-        kd_weight: Weight of the soft-target (KD) term; 0 leaves it out.
-        kd_temperature: Temperature T of that term.
+        logit_distance: "relative" (L2 over the teacher's logit variance,
+            which keeps the term's size independent of the teacher's logit
+            scale), "squared" (raw L2: KSANC's and ANC's term) or "l1" (Xu
+            et al.'s); `None` takes the class's `DEFAULT_LOGIT_DISTANCE`.
         adversarial_weight: Weight of the student's adversarial term; at 0
             the discriminator is neither run nor trained.
-        adversarial_warmup_steps: The adversarial weight rises linearly from
-            0 to `adversarial_weight` over this many student updates (0: full
-            weight from the first step).
-        gan_loss: "vanilla" (binary cross-entropy, the method's reading) or
-            "least_squares" (LSGAN).
-        discriminator_input: "logits", "standardized" or "probabilities".
-        discriminator_temperature: Temperature of the probabilities D reads
-            with `discriminator_input="probabilities"`.
         class_head: Whether D also classifies its input (HKSAN's class-
             conditional head); `None` takes the class's `CLASS_HEAD`.
         discriminator_steps: k_D, discriminator updates per student update.
@@ -79,20 +64,33 @@ class AdversarialDistiller(Distiller):
         fake_as_real_weight: nu, weight of "perturbed student logits are real".
         perturbation_rate: Dropout rate that perturbs those student logits.
         seed: Seed of the perturbation dropout.
-        **kwargs: `label_weight` and standard `keras.Model` arguments.
+        **kwargs: `label_weight`, `global_clipnorm` (see `Distiller`) and
+            standard `keras.Model` arguments.
+
+    Raises:
+        ValueError: If a weight is negative, `discriminator_steps` is below
+            1, `perturbation_rate` is outside [0, 1) or `logit_distance` is
+            unknown.
     """
 
     LOSS_TERMS = (
         "label_loss",
         "logit_loss",
-        "kd_loss",
         "adversarial_loss",
         "discriminator_loss",
     )
     CLASS_HEAD = True
     CONDITIONAL = False
     DEFAULT_LOGIT_DISTANCE = "relative"
-    DISCRIMINATOR_INPUTS = ("logits", "standardized", "probabilities")
+    # Options that older versions took and saved; `from_config` names them.
+    REMOVED_OPTIONS = (
+        "kd_weight",
+        "kd_temperature",
+        "adversarial_warmup_steps",
+        "gan_loss",
+        "discriminator_input",
+        "discriminator_temperature",
+    )
 
     def __init__(
         self,
@@ -100,13 +98,7 @@ class AdversarialDistiller(Distiller):
         student,
         logit_weight=10.0,
         logit_distance=None,
-        kd_weight=0.0,
-        kd_temperature=4.0,
         adversarial_weight=0.1,
-        adversarial_warmup_steps=0,
-        gan_loss="vanilla",
-        discriminator_input="logits",
-        discriminator_temperature=4.0,
         class_head=None,
         discriminator_steps=1,
         discriminator_units=(256, 256),
@@ -123,7 +115,6 @@ class AdversarialDistiller(Distiller):
             )
         check_weights(
             logit_weight=logit_weight,
-            kd_weight=kd_weight,
             adversarial_weight=adversarial_weight,
             discriminator_regularization=discriminator_regularization,
             fake_as_real_weight=fake_as_real_weight,
@@ -133,32 +124,13 @@ class AdversarialDistiller(Distiller):
                 f"perturbation_rate must be in [0, 1), got {perturbation_rate}."
             )
         logit_distance = logit_distance or self.DEFAULT_LOGIT_DISTANCE
-        for name, value, choices in (
-            ("logit_distance", logit_distance, losses.LOGIT_DISTANCES),
-            ("gan_loss", gan_loss, losses.GAN_LOSSES),
-            ("discriminator_input", discriminator_input, self.DISCRIMINATOR_INPUTS),
-        ):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
-        if int(adversarial_warmup_steps) < 0:
+        if logit_distance not in losses.LOGIT_DISTANCES:
             raise ValueError(
-                f"adversarial_warmup_steps must be >= 0, got {adversarial_warmup_steps}."
-            )
-        if not kd_temperature > 0:
-            raise ValueError(f"kd_temperature must be > 0, got {kd_temperature}.")
-        if not discriminator_temperature > 0:
-            raise ValueError(
-                f"discriminator_temperature must be > 0, got {discriminator_temperature}."
+                f"logit_distance must be one of {losses.LOGIT_DISTANCES}, got {logit_distance!r}."
             )
         self.logit_weight = float(logit_weight)
         self.logit_distance = logit_distance
-        self.kd_weight = float(kd_weight)
-        self.kd_temperature = float(kd_temperature)
         self.adversarial_weight = float(adversarial_weight)
-        self.adversarial_warmup_steps = int(adversarial_warmup_steps)
-        self.gan_loss = gan_loss
-        self.discriminator_input = discriminator_input
-        self.discriminator_temperature = float(discriminator_temperature)
         self.class_head = self.CLASS_HEAD if class_head is None else bool(class_head)
         self.discriminator_steps = int(discriminator_steps)
         self.discriminator_units = [int(u) for u in discriminator_units]
@@ -235,14 +207,6 @@ class AdversarialDistiller(Distiller):
         keep = tf.random.stateless_uniform(tf.shape(logits), seed=seed) >= self.perturbation_rate
         return ops.where(keep, logits / (1.0 - self.perturbation_rate), ops.zeros_like(logits))
 
-    def discriminator_view(self, logits):
-        """What D reads of a batch of logits (`discriminator_input`)."""
-        if self.discriminator_input == "standardized":
-            return losses.standardize(logits)
-        if self.discriminator_input == "probabilities":
-            return ops.softmax(logits / self.discriminator_temperature, axis=-1)
-        return logits
-
     def discriminate(self, labels, teacher_logits, student_logits):
         """D on teacher, student and perturbed student logits, in one batch.
 
@@ -251,9 +215,7 @@ class AdversarialDistiller(Distiller):
             `classes` is None without a class head.
         """
         perturbed = self.perturb(ops.stop_gradient(student_logits))
-        inputs = [
-            self.discriminator_view(x) for x in (teacher_logits, student_logits, perturbed)
-        ]
+        inputs = [teacher_logits, student_logits, perturbed]
         if self.CONDITIONAL:
             condition = losses.label_distribution(labels, self.num_classes, student_logits.dtype)
             inputs = [ops.concatenate([x, condition], axis=-1) for x in inputs]
@@ -289,7 +251,6 @@ class AdversarialDistiller(Distiller):
                     classes[1] if classes else None,
                     perturbed_student_source=sources[2],
                     fake_as_real_weight=self.fake_as_real_weight,
-                    gan_loss=self.gan_loss,
                 )
                 if self.discriminator.losses:
                     loss = loss + ops.sum(self.discriminator.losses)
@@ -308,7 +269,7 @@ class AdversarialDistiller(Distiller):
                 labels, teacher["logits"], student["logits"]
             )
             terms["adversarial_loss"] = losses.adversarial_student_loss(
-                labels, sources[1], classes[1] if classes else None, self.gan_loss
+                labels, sources[1], classes[1] if classes else None
             )
         else:
             terms["adversarial_loss"] = ops.zeros((), "float32")
@@ -321,23 +282,12 @@ class AdversarialDistiller(Distiller):
         terms["logit_loss"] = losses.logit_matching_loss(
             teacher["logits"], student["logits"], self.logit_distance, scale
         )
-        terms["kd_loss"] = losses.kd_loss(
-            teacher["logits"], student["logits"], self.kd_temperature
-        )
         return terms
 
     def term_weights(self):
         weights = super().term_weights()
         weights["logit_loss"] = self.logit_weight
-        weights["kd_loss"] = self.kd_weight
         weights["adversarial_loss"] = self.adversarial_weight
-        if self.adversarial_warmup_steps and self.adversarial_weight:
-            progress = ops.cast(self.optimizer.iterations, "float32") / float(
-                self.adversarial_warmup_steps
-            )
-            weights["adversarial_loss"] = self.adversarial_weight * ops.minimum(
-                progress, 1.0
-            )
         return weights
 
     def get_config(self):
@@ -346,13 +296,7 @@ class AdversarialDistiller(Distiller):
             {
                 "logit_weight": self.logit_weight,
                 "logit_distance": self.logit_distance,
-                "kd_weight": self.kd_weight,
-                "kd_temperature": self.kd_temperature,
                 "adversarial_weight": self.adversarial_weight,
-                "adversarial_warmup_steps": self.adversarial_warmup_steps,
-                "gan_loss": self.gan_loss,
-                "discriminator_input": self.discriminator_input,
-                "discriminator_temperature": self.discriminator_temperature,
                 "class_head": self.class_head,
                 "discriminator_steps": self.discriminator_steps,
                 "discriminator_units": self.discriminator_units,

@@ -14,6 +14,7 @@ from keras import ops
 
 from hksan_keras.checks import (
     check_batch,
+    check_no_removed_options,
     check_positive,
     check_same_input_shape,
     check_weights,
@@ -266,6 +267,9 @@ class Distiller(keras.Model):
 
     LOSS_TERMS = ("label_loss",)
     USES_TEACHER = True
+    # Constructor options that older versions took and saved: `from_config`
+    # refuses a config that sets one, naming it.
+    REMOVED_OPTIONS = ()
 
     def __init__(self, teacher, student, label_weight=1.0, global_clipnorm=None, **kwargs):
         super().__init__(**kwargs)
@@ -637,6 +641,7 @@ class Distiller(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        check_no_removed_options(cls.__name__, config, cls.REMOVED_OPTIONS)
         config = dict(config)
         for role in ("teacher", "student"):
             config[role] = keras.saving.deserialize_keras_object(config[role])

@@ -48,7 +48,6 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
     `d_optimizer`, then one update of the student side with `optimizer`:
 
         L_S = logit_weight * mean((l_S - l_T)^2) / var(l_T)
-            + kd_weight * T^2 KL(softmax(l_T / T) || softmax(l_S / T))
             + squeeze_weight * sum_i mean((k_S^i - k_T^i)^2)
             + attention_weight * sum_i mean((Q_S^i - Q_T^i)^2)   (attention maps)
             + adversarial_weight * [BCE(D_src(l_S), real) + CE(y, D_cls(l_S))]
@@ -62,8 +61,11 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             + discriminator_regularization * (L1 + L2 of D's kernels)
 
     var(l_T) is the batch mean of the teacher's per-example logit variance
-    (at least `losses.RELATIVE_SCALE_FLOOR`, 10), a constant (`logit_distance="relative"`; "squared" gives KSANC's raw L2,
-    "standardized" compares z-scored logits), and with `normalize_features`
+    (at least `losses.RELATIVE_SCALE_FLOOR`, 10), a constant
+    (`logit_distance="relative"`; "squared" gives KSANC's raw L2), Q^i are
+    Zagoruyko and Komodakis's activation attention maps of stage i (the
+    L2-normalised channel mean of the squared features,
+    `losses.attention_transfer_loss`), and with `normalize_features`
     every stage map is divided by its root mean square before it is
     squeezed: with both, no term grows with the scale of the teacher's
     logits or features, so an untrained or differently scaled teacher cannot
@@ -91,58 +93,33 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         student_stages: The same for the student.
         num_stages: With detection, keep only the deepest `num_stages`.
         hierarchy: "hierarchical" (guide of stage i is [g ; k^(i+1)]) or
-            "flat" (guide is g: KSANC).
+            "flat" (guide is g: KSANC's method).
         normalize_features: Squeeze RMS-normalised stage maps (see
-            `HierarchicalSqueeze`).
+            `HierarchicalSqueeze`); False squeezes the maps as they come
+            (KSANC's raw terms).
         squeeze_target: "guided" (k pools the guided map, KSANC) or
             "pooled" (k pools the feature map; the guide only steers the
             attention).
         normalize_guide: Give the hierarchical guides the deeper squeezed
             vector normalised and without gradient (see
-            `HierarchicalSqueeze`); needed for squeeze weights above ~0.1.
-            The default with `squeeze_weight=0.3`: chosen together on the
-            validation split (docs/results.md).
-        scale_guide: Divide every guide by the square root of its width
-            (see `HierarchicalSqueeze`): lets squeeze weights of 1 and more
-            train at lr 0.1, where unscaled guides diverged. Off: on
-            cpu-small's validation split weights 1 and 3 with it trained
-            but lost 2.7 and 2.9 points to the default (docs/results.md).
-        stop_student_guide_gradient: Make the student's guides constants
-            (see `HierarchicalSqueeze`'s `stop_guide_gradient`): the
-            product of its guide projection and descriptor is what diverged
-            at squeeze_weight=0.6 on the second protocol; with this the
-            same run trained. The price: the student's backbone then learns
-            from the squeeze term only through the attention-pooled
-            features, not through the guide. Off: at squeeze_weight=1 on
-            the second protocol's validation split the student reached
-            48.9 % against 75.1 % with the defaults (seed 0,
-            docs/results.md).
-        attention_weight: Weight of matching attention maps at every stage
-            and position (our extension, beyond KSANC's text; 0 turns it
-            off). The squeezed vector is one vector per stage; the maps say
-            where the teacher looks. The default, 1000 with "activation"
-            maps (AT's published weight), was chosen on both validation
-            splits: on the second protocol's it lifted HKSAN from level with
-            KD to above FitNets (docs/results.md).
-        attention_maps: What that term matches. "activation" (default):
-            Zagoruyko and Komodakis's maps Q, the L2-normalised channel mean
-            of the squared stage features (`losses.attention_transfer_loss`);
-            "estimator": the estimators' task-driven attention maps M, by
-            `sum_i KL(M_T^i || M_S^i)` (`losses.attention_distribution_loss`;
-            weight 1 lost 1.9 points to "activation" on validation, weight 3
-            diverged).
+            `HierarchicalSqueeze`); with the guides as they come the
+            squeeze term diverges at weights above about 0.1. Chosen
+            together with `squeeze_weight=0.3` (docs/results.md).
+        attention_weight: Weight of matching AT's activation maps Q^i at
+            every stage and position (our extension, beyond KSANC's text:
+            the squeezed vector is one vector per stage, the maps say where
+            the teacher looks). The default, 1000, is AT's published weight,
+            chosen on validation (docs/results.md); 0 turns the term off,
+            which gives the papers' method.
         descriptor_units: Width of the global task descriptor g.
         logit_weight: Weight of the logit L2 term.
-        squeeze_weight: Weight of the squeezed-knowledge matching term (1
-            diverged in the first epochs on every validation seed).
-        squeeze_distance: "squared" (mean squared difference), "relative"
-            (the same divided by the teacher's mean square) or "normalized"
-            (squared distance of the unit vectors); see
-            `hksan_keras.losses.squeezed_knowledge_loss`.
+        squeeze_weight: Weight of the squeezed-knowledge matching term,
+            the squared distance of the squeezed vectors
+            (`losses.squeezed_knowledge_loss`); at lr 0.1, weights of about
+            0.6 and above make the student's squeeze diverge
+            (docs/results.md).
         adversarial_weight: Weight of the student's adversarial term.
-        logit_distance, kd_weight, kd_temperature, adversarial_warmup_steps, gan_loss,
-        discriminator_input, discriminator_temperature, class_head: As for
-            `AdversarialDistiller`.
+        logit_distance, class_head: As for `AdversarialDistiller`.
         label_weight: Weight of the student's label cross-entropy.
         task_weight: Weight of the attention estimators' task loss.
         discriminator_steps: k_D, discriminator updates per student update.
@@ -178,7 +155,6 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
 
     LOSS_TERMS = (
         "logit_loss",
-        "kd_loss",
         "squeeze_loss",
         "attention_loss",
         "adversarial_loss",
@@ -186,6 +162,12 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         "task_loss",
         "teacher_task_loss",
         "discriminator_loss",
+    )
+    REMOVED_OPTIONS = AdversarialDistiller.REMOVED_OPTIONS + (
+        "scale_guide",
+        "stop_student_guide_gradient",
+        "squeeze_distance",
+        "attention_maps",
     )
 
     def __init__(
@@ -199,14 +181,10 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         normalize_features=True,
         squeeze_target="guided",
         normalize_guide=True,
-        scale_guide=False,
-        stop_student_guide_gradient=False,
         descriptor_units=128,
         logit_weight=10.0,
         squeeze_weight=0.3,
-        squeeze_distance="squared",
         attention_weight=1000.0,
-        attention_maps="activation",
         adversarial_weight=0.1,
         label_weight=1.0,
         task_weight=1.0,
@@ -244,23 +222,13 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             attention_weight=attention_weight,
             task_weight=task_weight,
         )
-        for name, value, choices in (
-            ("squeeze_distance", squeeze_distance, losses.SQUEEZE_DISTANCES),
-            ("attention_maps", attention_maps, losses.ATTENTION_MAPS),
-        ):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
         self.attention_weight = float(attention_weight)
-        self.attention_maps = attention_maps
         self.hierarchy = hierarchy
         self.normalize_guide = bool(normalize_guide)
-        self.scale_guide = bool(scale_guide)
-        self.stop_student_guide_gradient = bool(stop_student_guide_gradient)
         self.normalize_features = bool(normalize_features)
         self.squeeze_target = squeeze_target
         self.descriptor_units = int(descriptor_units)
         self.squeeze_weight = float(squeeze_weight)
-        self.squeeze_distance = squeeze_distance
         self.task_weight = float(task_weight)
         self.train_teacher_attention = bool(train_teacher_attention)
 
@@ -271,7 +239,6 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             descriptor_units=self.descriptor_units,
             hierarchy=hierarchy,
             normalize_guide=self.normalize_guide,
-            scale_guide=self.scale_guide,
             squeeze_target=squeeze_target,
             normalize_features=self.normalize_features,
             name="teacher_squeeze",
@@ -283,10 +250,8 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             descriptor_units=self.descriptor_units,
             hierarchy=hierarchy,
             normalize_guide=self.normalize_guide,
-            scale_guide=self.scale_guide,
             squeeze_target=squeeze_target,
             normalize_features=self.normalize_features,
-            stop_guide_gradient=self.stop_student_guide_gradient,
             channel_transform=True,
             name="student_squeeze",
             dtype="float32",
@@ -317,11 +282,6 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         teacher_squeezed = self.teacher_squeeze(teacher["features"])
         if not self.attention_weight:
             attention_loss = ops.zeros((), "float32")
-        elif self.attention_maps == "estimator":
-            attention_loss = losses.attention_distribution_loss(
-                [ops.stop_gradient(m) for m in teacher_squeezed["attention"]],
-                student_squeezed["attention"],
-            )
         else:
             attention_loss = losses.attention_transfer_loss(
                 teacher["features"], student["features"]
@@ -332,7 +292,6 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
                 "squeeze_loss": losses.squeezed_knowledge_loss(
                     [ops.stop_gradient(k) for k in teacher_squeezed["squeezed"]],
                     student_squeezed["squeezed"],
-                    self.squeeze_distance,
                 ),
                 "task_loss": losses.task_loss(
                     labels, student_squeezed["task_logits"]
@@ -426,15 +385,11 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             {
                 "hierarchy": self.hierarchy,
                 "normalize_guide": self.normalize_guide,
-                "scale_guide": self.scale_guide,
-                "stop_student_guide_gradient": self.stop_student_guide_gradient,
                 "normalize_features": self.normalize_features,
                 "squeeze_target": self.squeeze_target,
                 "descriptor_units": self.descriptor_units,
                 "squeeze_weight": self.squeeze_weight,
-                "squeeze_distance": self.squeeze_distance,
                 "attention_weight": self.attention_weight,
-                "attention_maps": self.attention_maps,
                 "task_weight": self.task_weight,
                 "train_teacher_attention": self.train_teacher_attention,
             }
