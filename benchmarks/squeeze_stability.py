@@ -12,9 +12,7 @@ squared vector norm |k_T|^2, the student's squared guide norm |guide_S|^2
 and the Frobenius norm of the student's guide projection kernel |W_S|. The
 library's divergence guard stops a run that goes non-finite and names the
 step. On the second protocol at squeeze weight 0.6, |W_S| and |guide_S|^2
-grew together until the run diverged; with
-`--set distill.hksan.stop_student_guide_gradient=true` they settle
-(docs/results.md).
+grew together until the run diverged (docs/results.md).
 """
 
 import argparse
