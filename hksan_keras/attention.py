@@ -181,15 +181,14 @@ class HierarchicalSqueeze(keras.layers.Layer):
         normalize_features: Divide every stage feature map by its root mean
             square (per example, over positions and channels) before
             anything else, so that descriptor, estimators and task heads see
-            inputs of the same scale whatever the network (an untrained deep
-            ResNet's stages reach several hundred, and its estimators
-            diverged at SGD 0.05 without this).
+            inputs of the same scale whatever the network (the stages of
+            an untrained deep ResNet reach several hundred, enough to make
+            the estimators diverge at the recipes' learning rates).
         normalize_guide: With "hierarchical", the deeper vector `k^(i+1)`
             joins the guide divided by its root mean square and as a
-            constant (no gradient). Raw, it is as large as the features (~20
-            in a trained ResNet-20) and the chain of guides made the student's
-            squeeze diverge within 5 steps at squeeze_weight=1; normalised
-            and constant, it stayed finite, as "flat" does.
+            constant (no gradient). Raw, it is as large as the features, and
+            the chain of guides can make a strongly weighted squeeze term
+            diverge; normalised and constant, it is as stable as "flat".
         **kwargs: Standard `keras.layers.Layer` arguments.
 
     Returns (from `call`):
