@@ -6,7 +6,7 @@ Pure `keras.ops` and Keras layers: these run on any Keras backend.
 import keras
 from keras import ops
 
-from hksan_keras.checks import check_no_removed_options
+from hksan_keras.checks import drop_removed_options
 
 HIERARCHIES = ("hierarchical", "flat")
 SQUEEZE_TARGETS = ("guided", "pooled")
@@ -206,7 +206,7 @@ class HierarchicalSqueeze(keras.layers.Layer):
     """
 
     # Options that older versions took and saved; `from_config` names them.
-    REMOVED_OPTIONS = ("scale_guide", "stop_guide_gradient")
+    REMOVED_OPTIONS = {"scale_guide": False, "stop_guide_gradient": False}
 
     def __init__(
         self,
@@ -354,5 +354,4 @@ class HierarchicalSqueeze(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        check_no_removed_options(cls.__name__, config, cls.REMOVED_OPTIONS)
-        return super().from_config(config)
+        return super().from_config(drop_removed_options(cls.__name__, config, cls.REMOVED_OPTIONS))

@@ -62,33 +62,48 @@ def check_positive(**values):
             raise ValueError(f"{name} must be > 0, got {value}.")
 
 
-def check_no_removed_options(owner, config, removed):
-    """Raises if a saved config sets options that `owner` no longer takes.
+ANY_VALUE = object()
 
-    `from_config` calls this, so that a file saved by an older version
-    fails with the option's name rather than a bare `TypeError`.
+
+def drop_removed_options(owner, config, removed):
+    """A saved config without the options `owner` no longer takes.
+
+    `from_config` calls this, so that files saved by an older version load
+    whenever they used the behaviour that now always applies, and fail with
+    the option's name otherwise (rather than a bare `TypeError`).
 
     Args:
         owner: The class name, for the message.
         config: The saved config dict.
-        removed: Names of the options that were removed.
+        removed: `{name: value}`: each removed option and the value whose
+            behaviour is the one kept (`ANY_VALUE` for one that only
+            mattered with another removed option, such as a temperature).
+
+    Returns:
+        A copy of `config` without the removed options.
 
     Raises:
-        ValueError: The config sets one or more of `removed`.
+        ValueError: The config sets a removed option to another value.
 
     Example:
 
-    >>> check_no_removed_options("HKSANDistiller", {"squeeze_weight": 0.3},
-    ...                          ("scale_guide",))  # passes
+    >>> drop_removed_options("HKSANDistiller", {"scale_guide": False},
+    ...                      {"scale_guide": False})
+    {}
     """
-    found = [name for name in removed if name in config]
-    if found:
+    refused = [
+        f"{name}={config[name]!r}"
+        for name, kept in removed.items()
+        if name in config and kept is not ANY_VALUE and config[name] != kept
+    ]
+    if refused:
         raise ValueError(
-            f"This {owner} was saved by an older hksan_keras: its config sets "
-            f"{', '.join(repr(name) for name in found)}, removed since (see "
-            "docs/results.md for the measurements that retired them). Load it "
+            f"This {owner} was saved by an older hksan_keras with "
+            f"{', '.join(refused)}, an option removed since (see "
+            "docs/results.md for the measurements that retired it). Load it "
             "with that version, or load the student saved beside it."
         )
+    return {key: value for key, value in config.items() if key not in removed}
 
 
 def check_same_input_shape(teacher, student):

@@ -148,5 +148,7 @@ def test_squeeze_from_an_older_config_names_the_removed_option():
     squeeze = HierarchicalSqueeze([4, 6], num_classes=3, descriptor_units=5)
     assert HierarchicalSqueeze.from_config(squeeze.get_config()).get_config() == squeeze.get_config()
     for removed in ("scale_guide", "stop_guide_gradient"):
-        with pytest.raises(ValueError, match=f"'{removed}', removed since"):
-            HierarchicalSqueeze.from_config({**squeeze.get_config(), removed: False})
+        older = {**squeeze.get_config(), removed: False}
+        assert HierarchicalSqueeze.from_config(older).get_config() == squeeze.get_config()
+        with pytest.raises(ValueError, match=f"{removed}=True, an option removed since"):
+            HierarchicalSqueeze.from_config({**squeeze.get_config(), removed: True})

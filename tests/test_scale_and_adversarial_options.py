@@ -161,18 +161,26 @@ def test_discriminator_reads_the_raw_logits_and_no_kd_term_is_left(teacher, stud
     np.testing.assert_allclose(ops.concatenate(sources, axis=0), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("removed", [
-    "kd_weight", "kd_temperature", "adversarial_warmup_steps", "gan_loss",
-    "discriminator_input", "discriminator_temperature",
-    "scale_guide", "stop_student_guide_gradient", "squeeze_distance", "attention_maps",
+@pytest.mark.parametrize("removed, kept, other", [
+    ("kd_weight", 0.0, 1.0), ("adversarial_warmup_steps", 0, 100), ("gan_loss", "vanilla", "least_squares"),
+    ("discriminator_input", "logits", "probabilities"), ("scale_guide", False, True),
+    ("stop_student_guide_gradient", False, True), ("squeeze_distance", "squared", "relative"),
+    ("attention_maps", "activation", "estimator"),
 ])
-def test_a_saved_config_with_a_removed_option_names_it(teacher, student, removed):
+def test_a_saved_config_with_a_removed_option_loads_at_the_kept_behaviour_and_names_it_otherwise(
+        teacher, student, removed, kept, other):
     config = hksan_keras.HKSANDistiller(teacher, student).get_config()
-    with pytest.raises(ValueError, match=f"'{removed}', removed since"):
-        hksan_keras.HKSANDistiller.from_config({**config, removed: 0})
-    # The constructor refuses it too (Keras names unknown arguments).
+    # Files saved by the older version hold every option at its value.
+    older = {**config, removed: kept, "kd_temperature": 4.0, "discriminator_temperature": 4.0}
+    loaded = hksan_keras.HKSANDistiller.from_config(older).get_config()
+    options = [key for key in config if key not in ("teacher", "student")]
+    assert {key: loaded[key] for key in options} == {key: config[key] for key in options}
+    assert removed not in loaded
+    with pytest.raises(ValueError, match=f"{removed}={other!r}, an option removed since"):
+        hksan_keras.HKSANDistiller.from_config({**config, removed: other})
+    # The constructor refuses it (Keras names unknown arguments).
     with pytest.raises((TypeError, ValueError), match=removed):
-        hksan_keras.HKSANDistiller(teacher, student, **{removed: 0})
+        hksan_keras.HKSANDistiller(teacher, student, **{removed: kept})
 
 
 def test_no_discriminator_work_without_adversarial_weight(teacher, student, batch):

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from hksan_keras import losses
+from hksan_keras.checks import ANY_VALUE
 from hksan_keras.discriminators import LogitDiscriminator
 from hksan_keras.distillers.base import (
     Distiller,
@@ -83,14 +84,14 @@ class AdversarialDistiller(Distiller):
     CONDITIONAL = False
     DEFAULT_LOGIT_DISTANCE = "relative"
     # Options that older versions took and saved; `from_config` names them.
-    REMOVED_OPTIONS = (
-        "kd_weight",
-        "kd_temperature",
-        "adversarial_warmup_steps",
-        "gan_loss",
-        "discriminator_input",
-        "discriminator_temperature",
-    )
+    REMOVED_OPTIONS = {
+        "kd_weight": 0.0,
+        "kd_temperature": ANY_VALUE,
+        "adversarial_warmup_steps": 0,
+        "gan_loss": "vanilla",
+        "discriminator_input": "logits",
+        "discriminator_temperature": ANY_VALUE,
+    }
 
     def __init__(
         self,

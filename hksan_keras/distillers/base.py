@@ -14,10 +14,10 @@ from keras import ops
 
 from hksan_keras.checks import (
     check_batch,
-    check_no_removed_options,
     check_positive,
     check_same_input_shape,
     check_weights,
+    drop_removed_options,
     first_batch,
 )
 from hksan_keras.logits import check_last_activation, check_logits
@@ -269,7 +269,9 @@ class Distiller(keras.Model):
     USES_TEACHER = True
     # Constructor options that older versions took and saved: `from_config`
     # refuses a config that sets one, naming it.
-    REMOVED_OPTIONS = ()
+    # Options of older versions: {name: the value whose behaviour is kept}
+    # (see checks.drop_removed_options).
+    REMOVED_OPTIONS = {}
 
     def __init__(self, teacher, student, label_weight=1.0, global_clipnorm=None, **kwargs):
         super().__init__(**kwargs)
@@ -641,8 +643,7 @@ class Distiller(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        check_no_removed_options(cls.__name__, config, cls.REMOVED_OPTIONS)
-        config = dict(config)
+        config = drop_removed_options(cls.__name__, config, cls.REMOVED_OPTIONS)
         for role in ("teacher", "student"):
             config[role] = keras.saving.deserialize_keras_object(config[role])
         return cls(**config)

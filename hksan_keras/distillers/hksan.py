@@ -163,12 +163,13 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         "teacher_task_loss",
         "discriminator_loss",
     )
-    REMOVED_OPTIONS = AdversarialDistiller.REMOVED_OPTIONS + (
-        "scale_guide",
-        "stop_student_guide_gradient",
-        "squeeze_distance",
-        "attention_maps",
-    )
+    REMOVED_OPTIONS = {
+        **AdversarialDistiller.REMOVED_OPTIONS,
+        "scale_guide": False,
+        "stop_student_guide_gradient": False,
+        "squeeze_distance": "squared",
+        "attention_maps": "activation",
+    }
 
     def __init__(
         self,
