@@ -10,6 +10,10 @@ import pytest
 import hksan_keras
 from hksan_keras.taps import detect_stages, get_layer
 
+# The full tier only (keras.applications and KerasHub backbones, 4 methods each).
+pytestmark = pytest.mark.full
+
+
 STAGE_METHODS = ("fitnets", "at", "nst", "hksan")
 SHAPE = (32, 32, 3)
 

@@ -10,6 +10,10 @@ import pytest
 
 from conftest import REPO_ROOT
 
+# The full tier only (runs the benchmark scripts on real CIFAR-10).
+pytestmark = pytest.mark.full
+
+
 TINY = ["--set=data.train_size=128", "--set=data.test_size=128", "--set=teacher.epochs=1",
         "--set=distill.epochs=2", "--set=teacher.lr_milestones=[]", "--set=distill.lr_milestones=[]"]
 

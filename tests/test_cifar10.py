@@ -6,10 +6,15 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 import hksan_keras
 from conftest import REPO_ROOT
 from hksan_keras.data import cifar_dataset
+
+
+# The full tier only (trains on real CIFAR-10 in subprocesses).
+pytestmark = pytest.mark.full
 
 
 def _small_resnet(widths, name):

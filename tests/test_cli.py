@@ -11,6 +11,10 @@ import pytest
 
 from conftest import REPO_ROOT
 
+# The full tier only (the command line end to end, in subprocesses).
+pytestmark = pytest.mark.full
+
+
 QUICK = str(REPO_ROOT / "configs" / "cifar10_resnet164_resnet20_quick.json")
 TINY = [
     "--set=teacher.model=resnet8", "--set=student.model=resnet8",

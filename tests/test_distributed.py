@@ -10,11 +10,17 @@ import pytest
 
 from conftest import REPO_ROOT
 
+# The full tier only (MirroredStrategy and multi-worker runs in subprocesses).
+pytestmark = pytest.mark.full
+
+
+HELPERS = REPO_ROOT / "tests" / "helpers"
+
 
 def _run(num_devices, tmp_path, method="hksan", num_images=64, env=None):
     output = tmp_path / f"{method}_replicas_{num_devices}_{num_images}.npz"
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "distributed_fit.py"), str(num_devices), str(output), method,
+        [sys.executable, str(HELPERS / "distributed_fit.py"), str(num_devices), str(output), method,
          str(num_images)],
         capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
     )
@@ -86,7 +92,7 @@ def test_a_replica_without_examples_leaves_batch_norm_students_finite(method):
     # Batch normalisation of an empty batch has NaN statistics and NaN
     # gradients; the replica that gets no example must change nothing.
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "empty_replica_fit.py"), method],
+        [sys.executable, str(HELPERS / "empty_replica_fit.py"), method],
         capture_output=True, text=True, timeout=300,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"},
     )
@@ -98,9 +104,9 @@ def test_a_replica_without_examples_leaves_batch_norm_students_finite(method):
 
 def test_each_replica_draws_its_own_perturbation_mask():
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "tests" / "replica_masks.py")],
+        [sys.executable, str(HELPERS / "replica_masks.py")],
         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        cwd=REPO_ROOT / "tests",
+        cwd=HELPERS,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     words = result.stdout.split()
@@ -120,10 +126,10 @@ def _free_port():
 def test_two_workers_train_the_same_model_as_one_process_and_only_the_chief_writes(tmp_path):
     import json
 
-    script = str(REPO_ROOT / "tests" / "multi_worker_fit.py")
+    script = str(HELPERS / "multi_worker_fit.py")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     single = subprocess.run([sys.executable, script, str(tmp_path / "single.npz"), str(tmp_path / "single_run")],
-                            capture_output=True, text=True, timeout=300, env=env, cwd=REPO_ROOT / "tests")
+                            capture_output=True, text=True, timeout=300, env=env, cwd=HELPERS)
     assert single.returncode == 0, single.stderr[-3000:]
 
     workers = [f"127.0.0.1:{_free_port()}" for _ in range(2)]
@@ -133,7 +139,7 @@ def test_two_workers_train_the_same_model_as_one_process_and_only_the_chief_writ
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         processes.append(subprocess.Popen(
             [sys.executable, script, str(tmp_path / f"worker{index}.npz"), str(run_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT / "tests",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HELPERS,
             env={**env, "TF_CONFIG": json.dumps(tf_config)}))
     for process in processes:
         _, stderr = process.communicate(timeout=300)

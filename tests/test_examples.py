@@ -7,6 +7,11 @@ import sys
 import numpy as np
 
 from conftest import REPO_ROOT
+import pytest
+
+
+# The full tier only (runs the example scripts).
+pytestmark = pytest.mark.full
 
 
 def run_example(name, *args):

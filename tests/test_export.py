@@ -16,6 +16,10 @@ import hksan_keras
 from hksan_keras import data, export
 
 
+# The full tier only (SavedModel and TFLite export, served in subprocesses).
+pytestmark = pytest.mark.full
+
+
 @pytest.fixture(scope="module")
 def trained(cifar_data_dir):
     keras.utils.set_random_seed(0)

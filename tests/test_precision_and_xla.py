@@ -8,6 +8,10 @@ from hksan_keras import distillers
 from conftest import tiny_resnet
 
 
+# The full tier only (every method under each precision and XLA).
+pytestmark = pytest.mark.full
+
+
 @pytest.fixture
 def policy(request):
     keras.mixed_precision.set_global_policy(request.param)

@@ -205,6 +205,7 @@ np.save({out!r}, np.concatenate([v.numpy().ravel() for v in student.weights]))
 """
 
 
+@pytest.mark.full
 def test_two_seeded_runs_give_bit_identical_students(tmp_path):
     results = []
     for run in range(2):

@@ -17,6 +17,10 @@ import hksan_keras
 from hksan_keras import visualize
 
 
+# The full tier only (TensorBoard and picture writing in subprocesses).
+pytestmark = pytest.mark.full
+
+
 @pytest.fixture
 def fitted(teacher, student, batch, tmp_path):
     distiller = hksan_keras.HKSANDistiller(teacher, student)
