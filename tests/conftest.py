@@ -11,6 +11,11 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "tensorflow_datasets"
 
 
+def fast_tier_keeps(values, *kept):
+    """Parameter values for `parametrize`: those not in `kept` run in the full tier only."""
+    return [value if value in kept else pytest.param(value, marks=pytest.mark.full) for value in values]
+
+
 def tiny_resnet(widths, num_classes=10, name=None):
     """A ResNet-8 with the given stage widths: cheap enough for unit tests."""
     return hksan_keras.models.cifar_resnet(

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import hksan_keras
+from conftest import fast_tier_keeps
 
 
 def _weights(variables):
@@ -37,7 +38,7 @@ def test_fit_trains_student_discriminator_and_estimators_but_never_the_teacher(t
         assert np.isfinite(history.history[name]).all(), name
 
 
-@pytest.mark.parametrize("discriminator_steps", [1, 2])
+@pytest.mark.parametrize("discriminator_steps", fast_tier_keeps([1, 2], 2))
 def test_discriminator_takes_k_steps_per_student_step(teacher, student, batch, discriminator_steps):
     distiller = hksan_keras.HKSANDistiller(teacher, student, discriminator_steps=discriminator_steps)
     _fit(distiller, batch)

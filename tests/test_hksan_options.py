@@ -6,6 +6,7 @@ import pytest
 from keras import ops
 
 import hksan_keras
+from conftest import fast_tier_keeps
 from hksan_keras import losses
 
 
@@ -20,7 +21,7 @@ def untrained_deep_pair():
     return teacher, student, images, labels
 
 
-@pytest.mark.parametrize("method", ["hksan", "anc"])
+@pytest.mark.parametrize("method", fast_tier_keeps(["hksan", "anc"], "hksan"))
 @pytest.mark.parametrize("learning_rate", [0.05, 0.1])
 def test_untrained_deep_teacher_gives_finite_losses_with_default_settings(
     untrained_deep_pair, method, learning_rate
@@ -38,7 +39,7 @@ def test_untrained_deep_teacher_gives_finite_losses_with_default_settings(
     assert all(np.isfinite(v.numpy()).all() for v in fresh_student.trainable_variables)
 
 
-@pytest.mark.parametrize("method", ["hksan", "anc"])
+@pytest.mark.parametrize("method", fast_tier_keeps(["hksan", "anc"], "hksan"))
 def test_teacher_with_small_logits_does_not_inflate_the_relative_term(untrained_deep_pair, method):
     teacher, student, images, labels = untrained_deep_pair
     # Logit variance ~2 (an untrained teacher's head scaled down, as label
@@ -144,7 +145,7 @@ def test_hksan_options_train_and_round_trip_through_config(teacher, student, bat
         assert distiller.discriminator.output_layer.units == 1
 
 
-@pytest.mark.parametrize("method", ["hksan", "anc", "xu"])
+@pytest.mark.parametrize("method", fast_tier_keeps(["hksan", "anc", "xu"], "hksan"))
 def test_discriminator_reads_the_raw_logits_and_no_kd_term_is_left(teacher, student, batch, method):
     # Without perturbation D's third input is the student's logits again.
     distiller = hksan_keras.distillers.get(method)(teacher, student, perturbation_rate=0.0)

@@ -10,6 +10,7 @@ import tensorflow as tf
 import hksan_keras
 from hksan_keras import losses
 from hksan_keras.taps import detect_stages
+from conftest import fast_tier_keeps
 
 STAGE_METHODS = ("fitnets", "at", "nst", "hksan")
 
@@ -84,7 +85,7 @@ def nested_functional():
 
 
 @pytest.mark.parametrize("wrapper", [nested_sequential, nested_functional])
-@pytest.mark.parametrize("method", STAGE_METHODS)
+@pytest.mark.parametrize("method", fast_tier_keeps(STAGE_METHODS, "fitnets", "hksan"))
 def test_stage_methods_tap_a_backbone_nested_in_a_fine_tuning_wrapper(wrapper, method):
     keras.utils.set_random_seed(0)
     teacher = wrapper()
@@ -357,7 +358,7 @@ def test_hksan_defaults_train_a_plain_cnn_pair_without_batch_norm(cifar_images, 
 
 
 def test_hksan_defaults_train_a_tiny_student_from_an_untrained_teacher():
-    from conftest import tiny_resnet
+    from conftest import fast_tier_keeps, tiny_resnet
 
     rng = np.random.default_rng(0)
     images = rng.normal(size=(320, 16, 16, 3)).astype("float32")
