@@ -157,7 +157,7 @@ PROTOCOLS = {
                 "distill.hksan.squeeze_weight=0.3", "distill.hksan.normalize_guide=true"]),
             "hksan_squeeze_1_normalized_guide": ("hksan", [
                 "distill.hksan.squeeze_weight=1", "distill.hksan.normalize_guide=true"]),
-            "hksan_no_class_head": ("hksan", ["distill.hksan.class_head=false", *PREVIOUS_SQUEEZE]),
+            "hksan_no_class_head": ("hksan", ["distill.hksan.discriminator.class_head=false", *PREVIOUS_SQUEEZE]),
             "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat", *PREVIOUS_SQUEEZE]),
             # Attention-map matching, found on the second protocol's
             # validation split (below), checked here before it became the

@@ -15,15 +15,34 @@ class ConfigError(ValueError):
     """A config file, key or value that cannot be used, with the fix in its message."""
 
 
-# The discriminator settings shared by the adversarial methods.
-_DISCRIMINATOR = {
+# The options shared by the adversarial methods (AdversarialDistiller).
+_ADVERSARIAL = {
     "logit_distance": "relative",
     "adversarial_weight": 0.1,
     "discriminator_steps": 1,
-    "discriminator_units": [256, 256],
-    "discriminator_regularization": 1e-5,
-    "fake_as_real_weight": 0.1,
-    "perturbation_rate": 0.5,
+}
+
+
+def _discriminator(**settings):
+    """A method's discriminator spec: the settings of hksan_keras.LogitDiscriminator."""
+    return {
+        "units": [256, 256],
+        "regularization": 1e-5,
+        "class_head": True,
+        "fake_as_real_weight": 0.1,
+        "perturbation_rate": 0.5,
+        "batch_norm_momentum": 0.9,
+        **settings,
+    }
+
+
+# Keys of older versions that are nested now: {old key: new path}.
+_MOVED = {
+    "discriminator_units": "discriminator.units",
+    "discriminator_regularization": "discriminator.regularization",
+    "class_head": "discriminator.class_head",
+    "fake_as_real_weight": "discriminator.fake_as_real_weight",
+    "perturbation_rate": "discriminator.perturbation_rate",
 }
 
 DEFAULTS = {
@@ -106,16 +125,15 @@ DEFAULTS = {
         "anc": {
             "logit_weight": 10.0,
             "label_weight": 1.0,
-            **_DISCRIMINATOR,
-            "class_head": False,
+            **_ADVERSARIAL,
+            "discriminator": _discriminator(class_head=False),
         },
         "xu": {
             "logit_weight": 1.0,
             "label_weight": 1.0,
-            **_DISCRIMINATOR,
+            **_ADVERSARIAL,
             "logit_distance": "l1",
-            "class_head": False,
-            "fake_as_real_weight": 0.0,
+            "discriminator": _discriminator(class_head=False, fake_as_real_weight=0.0),
         },
         "hksan": {
             "hierarchy": "hierarchical",
@@ -128,8 +146,8 @@ DEFAULTS = {
             "attention_weight": 1000.0,
             "label_weight": 1.0,
             "task_weight": 1.0,
-            **_DISCRIMINATOR,
-            "class_head": True,
+            **_ADVERSARIAL,
+            "discriminator": _discriminator(),
             "pretrain_teacher_attention_epochs": 0,
             "global_clipnorm": 5.0,
         },
@@ -162,6 +180,11 @@ def _merge(base, update, prefix=""):
         if key == "extends" and not prefix:
             continue
         if key not in base:
+            moved = _MOVED.get(key)
+            if moved and moved.split(".")[0] in base:
+                raise ConfigError(
+                    f"Unknown config key '{path}': it is '{prefix}{moved}' now."
+                )
             raise ConfigError(
                 f"Unknown config key '{path}'. Known keys here: "
                 f"{sorted(prefix + k for k in base)}."

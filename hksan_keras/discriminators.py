@@ -1,13 +1,17 @@
 """The logit discriminator: a source head (teacher or student) and class heads."""
 
+import inspect
+
 import keras
+
+from hksan_keras.checks import check_weights
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
 class LogitDiscriminator(keras.layers.Layer):
     """Tells teacher logits from student logits, and classifies both.
 
-    BatchNorm -> [Dense -> BatchNorm -> ReLU] x len(hidden_units)
+    BatchNorm -> [Dense -> BatchNorm -> ReLU] x len(units)
     -> Dense(1 + num_classes). The first output unit is the source logit
     (teacher = real, student = fake); the other `num_classes` units are the
     class logits of the class-conditional head (absent with
@@ -17,13 +21,30 @@ class LogitDiscriminator(keras.layers.Layer):
     `tf.distribute` strategy, so the discriminator sees the same statistics
     whatever the number of devices.
 
+    The same object is the `discriminator` argument of the adversarial
+    distillers (`HKSANDistiller`, `ANCDistiller`,
+    `ConditionalAdversarialDistiller`): there it is a spec, whose settings
+    (`SETTINGS`, the constructor arguments) the distiller copies into the
+    discriminator it builds for its class count, in float32. Besides D's
+    architecture and weight penalty, the spec holds D's other regulariser,
+    which the distiller applies when it trains D: student logits perturbed
+    by dropout at `perturbation_rate`, shown to D as real with weight
+    `fake_as_real_weight` (KSANC's and ANC's).
+
     Args:
-        num_classes: Number of classes (the width of the logits it reads).
-        hidden_units: Widths of the hidden Dense layers.
-        class_head: Whether D also classifies its input.
-        kernel_regularizer: Regulariser of every Dense kernel (the distiller
-            passes `L1L2(mu, mu)`, the term that keeps the discriminator from
-            overpowering the student).
+        num_classes: Number of classes (the width of the logits it reads);
+            `None` takes the width of the first input (a distiller passes
+            its own).
+        units: Widths of the hidden Dense layers.
+        regularization: mu, the L1 and L2 factor on every Dense kernel (the
+            term that keeps the discriminator from overpowering the
+            student); 0 for none.
+        class_head: Whether D also classifies its input (HKSAN's and
+            KSANC's class-conditional head; ANC's and Xu's D has none).
+        fake_as_real_weight: nu, the weight of "perturbed student logits are
+            real" in D's loss (0 turns the term off).
+        perturbation_rate: The dropout rate that perturbs those student
+            logits, in [0, 1).
         batch_norm_momentum: Momentum of the moving statistics.
         **kwargs: Standard `keras.layers.Layer` arguments.
 
@@ -31,29 +52,103 @@ class LogitDiscriminator(keras.layers.Layer):
         A tuple `(source_logits, class_logits)` of shapes (batch,) and
         (batch, num_classes); `class_logits` is None without a class head.
 
+    Raises:
+        ValueError: If a width is below 1, `regularization` or
+            `fake_as_real_weight` is negative, or `perturbation_rate` is
+            outside [0, 1).
+
     Example:
 
     >>> discriminator = LogitDiscriminator(10)
     >>> source, classes = discriminator(keras.random.normal((4, 10)))
     >>> source.shape, classes.shape
     ((4,), (4, 10))
+    >>> # As a distiller's spec: a wider D without the class head.
+    >>> spec = LogitDiscriminator(units=(512, 512), class_head=False)
+    >>> distiller = hksan_keras.HKSANDistiller(teacher, student, discriminator=spec)
     """
+
+    # The settings of a spec: the constructor arguments but the class count.
+    SETTINGS = (
+        "units",
+        "regularization",
+        "class_head",
+        "fake_as_real_weight",
+        "perturbation_rate",
+        "batch_norm_momentum",
+    )
 
     def __init__(
         self,
-        num_classes,
-        hidden_units=(256, 256),
+        num_classes=None,
+        units=(256, 256),
+        regularization=1e-5,
         class_head=True,
-        kernel_regularizer=None,
+        fake_as_real_weight=0.1,
+        perturbation_rate=0.5,
         batch_norm_momentum=0.9,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
-        self.hidden_units = [int(u) for u in hidden_units]
+        self.check_settings(
+            units=units,
+            regularization=regularization,
+            fake_as_real_weight=fake_as_real_weight,
+            perturbation_rate=perturbation_rate,
+        )
+        self.units = [int(u) for u in units]
+        self.regularization = float(regularization)
         self.class_head = bool(class_head)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.fake_as_real_weight = float(fake_as_real_weight)
+        self.perturbation_rate = float(perturbation_rate)
         self.batch_norm_momentum = float(batch_norm_momentum)
+        self.num_classes = None
+        if num_classes is not None:
+            self._make_layers(num_classes)
+
+    @staticmethod
+    def check_settings(
+        units=(256, 256),
+        regularization=1e-5,
+        fake_as_real_weight=0.1,
+        perturbation_rate=0.5,
+        **other_settings,
+    ):
+        """Raises if a setting of a spec is outside its values; builds nothing.
+
+        Args:
+            units, regularization, fake_as_real_weight, perturbation_rate:
+                As for the constructor.
+            **other_settings: The other settings (not checked here).
+
+        Raises:
+            ValueError: A width is below 1, a weight negative or the rate
+                outside [0, 1).
+            TypeError: A weight is not a number.
+
+        Example:
+
+        >>> LogitDiscriminator.check_settings(perturbation_rate=1.5)
+        Traceback (most recent call last):
+        ValueError: perturbation_rate must be in [0, 1), got 1.5.
+        """
+        if isinstance(units, (str, bytes)) or any(int(u) < 1 for u in units):
+            raise ValueError(f"units must be widths >= 1, got {units!r}.")
+        check_weights(
+            regularization=regularization, fake_as_real_weight=fake_as_real_weight
+        )
+        if not 0 <= perturbation_rate < 1:
+            raise ValueError(
+                f"perturbation_rate must be in [0, 1), got {perturbation_rate}."
+            )
+
+    def _make_layers(self, num_classes):
+        self.num_classes = int(num_classes)
+        self.kernel_regularizer = (
+            keras.regularizers.L1L2(l1=self.regularization, l2=self.regularization)
+            if self.regularization
+            else None
+        )
 
         def batch_norm(name):
             return keras.layers.BatchNormalization(
@@ -72,11 +167,11 @@ class LogitDiscriminator(keras.layers.Layer):
                 name=f"dense_{i}",
                 dtype=self.dtype_policy,
             )
-            for i, units in enumerate(self.hidden_units, start=1)
+            for i, units in enumerate(self.units, start=1)
         ]
         self.hidden_norms = [
             batch_norm(f"norm_{i}")
-            for i in range(1, len(self.hidden_units) + 1)
+            for i in range(1, len(self.units) + 1)
         ]
         self.output_layer = keras.layers.Dense(
             1 + self.num_classes if self.class_head else 1,
@@ -85,8 +180,21 @@ class LogitDiscriminator(keras.layers.Layer):
             dtype=self.dtype_policy,
         )
 
+    def settings(self):
+        """The spec's settings: `{name: value}` for each of `SETTINGS`."""
+        return {name: getattr(self, name) for name in self.SETTINGS}
+
+    @classmethod
+    def default_settings(cls):
+        """The constructor's defaults of `SETTINGS` (units as a list), without building a layer."""
+        parameters = inspect.signature(cls.__init__).parameters
+        defaults = {name: parameters[name].default for name in cls.SETTINGS}
+        return {**defaults, "units": list(defaults["units"])}
+
     def build(self, input_shape):
         shape = tuple(input_shape)
+        if self.num_classes is None:
+            self._make_layers(shape[-1])
         self.input_norm.build(shape)
         for dense, norm in zip(self.hidden_dense, self.hidden_norms):
             dense.build(shape)
@@ -107,21 +215,36 @@ class LogitDiscriminator(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         if not self.class_head:
             return (input_shape[0],), None
-        return (input_shape[0],), (input_shape[0], self.num_classes)
+        return (input_shape[0],), (input_shape[0], self.num_classes or input_shape[-1])
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "hidden_units": self.hidden_units,
-                "class_head": self.class_head,
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                )
-                if self.kernel_regularizer
-                else None,
-                "batch_norm_momentum": self.batch_norm_momentum,
-            }
-        )
+        config.update({"num_classes": self.num_classes, **self.settings()})
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        # Older versions named the widths `hidden_units` and took the
+        # regulariser itself (always L1L2(mu, mu) or none).
+        if "hidden_units" in config:
+            config["units"] = config.pop("hidden_units")
+        if "kernel_regularizer" in config:
+            regularizer = config.pop("kernel_regularizer")
+            regularizer = keras.regularizers.get(regularizer) if regularizer else None
+            config["regularization"] = _penalty(regularizer)
+        return cls(**config)
+
+
+def _penalty(regularizer):
+    """mu of an `L1L2(mu, mu)` (0 for none); raises for any other regulariser."""
+    if regularizer is None:
+        return 0.0
+    l1, l2 = (float(getattr(regularizer, name, -1)) for name in ("l1", "l2"))
+    if not isinstance(regularizer, keras.regularizers.L1L2) or l1 != l2:
+        raise ValueError(
+            "This LogitDiscriminator was saved with the kernel regulariser "
+            f"{keras.regularizers.serialize(regularizer)}; it now takes "
+            "regularization=mu, the factor of L1L2(mu, mu), only."
+        )
+    return l1

@@ -35,6 +35,7 @@ from hksan_keras.callbacks import (
     read_metrics,
 )
 from hksan_keras.config import ConfigError, apply_overrides, load_config, save_config
+from hksan_keras.discriminators import LogitDiscriminator
 from hksan_keras.distillers import (
     METHODS,
     AdversarialDistiller,
@@ -102,6 +103,12 @@ def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
             raise ConfigError(
                 f"distill.{key} must be one of {choices}, got {value!r}."
             )
+    for method, options in config["distill"].items():
+        if isinstance(options, dict) and "discriminator" in options:
+            try:
+                LogitDiscriminator.check_settings(**options["discriminator"])
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"distill.{method}.discriminator: {error}") from None
     for section in ("teacher", "distill"):
         if config[section]["epochs"] < 1:
             raise ConfigError(f"{section}.epochs must be >= 1.")

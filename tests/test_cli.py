@@ -20,7 +20,7 @@ TINY = [
     "--set=teacher.model=resnet8", "--set=student.model=resnet8",
     "--set=data.train_size=192", "--set=data.test_size=128", "--set=data.batch_size=64",
     "--set=teacher.epochs=1", "--set=distill.epochs=1", "--set=teacher.lr_milestones=[]",
-    "--set=distill.lr_milestones=[]", "--set=distill.hksan.discriminator_units=[16]",
+    "--set=distill.lr_milestones=[]", "--set=distill.hksan.discriminator.units=[16]",
 ]
 
 

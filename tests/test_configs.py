@@ -1,5 +1,6 @@
 """Every config file loads, and its teacher and student build and pair up."""
 
+import inspect
 import pathlib
 
 import keras
@@ -7,7 +8,7 @@ import pytest
 
 import hksan_keras
 from hksan_keras import experiment
-from hksan_keras.config import ConfigError, load_config
+from hksan_keras.config import DEFAULTS, ConfigError, load_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(REPO.glob("configs/*.json"))
@@ -97,3 +98,24 @@ def test_removed_options_are_unknown_config_keys(key):
     with pytest.raises(ConfigError, match=f"Unknown config key '{key}'"):
         experiment.resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"), [f"{key}=0"])
 
+
+
+# Options that an adversarial method's section leaves to other keys: the
+# stages (distill.*), the seed (top level), the teacher's attention
+# (pretrain_teacher_attention_epochs) and, but for HKSAN, clipping.
+_ELSEWHERE = {"teacher_stages", "student_stages", "num_stages", "seed", "train_teacher_attention",
+              "global_clipnorm"}
+
+
+@pytest.mark.parametrize("method", ["anc", "xu", "hksan"])
+def test_an_adversarial_section_matches_its_signature_and_defaults(method):
+    cls = hksan_keras.distillers.get(method)
+    named = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
+             if name not in ("self", "teacher", "student") and p.kind is not p.VAR_KEYWORD}
+    section = DEFAULTS["distill"][method]
+    assert set(section) - set(named) <= {"pretrain_teacher_attention_epochs"}
+    assert set(named) - set(section) <= _ELSEWHERE
+    for key in set(section) & set(named) - {"discriminator"}:
+        assert section[key] == named[key], key
+    spec = {**hksan_keras.LogitDiscriminator.default_settings(), **cls.DISCRIMINATOR}
+    assert section["discriminator"] == spec

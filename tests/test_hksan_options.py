@@ -130,7 +130,7 @@ def test_source_loss_is_binary_cross_entropy_on_the_logit_by_hand():
 
 
 @pytest.mark.parametrize("options", [
-    {"class_head": False},
+    {"discriminator": {"class_head": False}},
     {"squeeze_target": "pooled", "logit_distance": "squared", "normalize_features": False},
 ])
 def test_hksan_options_train_and_round_trip_through_config(teacher, student, batch, options):
@@ -140,15 +140,19 @@ def test_hksan_options_train_and_round_trip_through_config(teacher, student, bat
     assert all(np.isfinite(v).all() for v in history.history.values())
     config = distiller.get_config()
     for key, value in options.items():
-        assert config[key] == value
-    if "class_head" in options:
+        if key == "discriminator":
+            assert config[key] == {**hksan_keras.LogitDiscriminator.default_settings(), **value}
+        else:
+            assert config[key] == value
+    if "discriminator" in options:
         assert distiller.discriminator.output_layer.units == 1
 
 
 @pytest.mark.parametrize("method", fast_tier_keeps(["hksan", "anc", "xu"], "hksan"))
 def test_discriminator_reads_the_raw_logits_and_no_kd_term_is_left(teacher, student, batch, method):
     # Without perturbation D's third input is the student's logits again.
-    distiller = hksan_keras.distillers.get(method)(teacher, student, perturbation_rate=0.0)
+    distiller = hksan_keras.distillers.get(method)(
+        teacher, student, discriminator={"perturbation_rate": 0.0})
     assert "kd_loss" not in distiller.LOSS_TERMS
     rng = np.random.default_rng(6)
     teacher_logits, student_logits = (

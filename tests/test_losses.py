@@ -54,14 +54,21 @@ def test_one_hot_labels_become_class_indices():
 
 
 def test_discriminator_heads_and_regularisation():
-    discriminator = LogitDiscriminator(7, hidden_units=(16,), kernel_regularizer=keras.regularizers.L1L2(1e-3, 1e-3))
+    discriminator = LogitDiscriminator(7, units=(16,), regularization=1e-3)
     source, classes = discriminator(keras.random.normal((5, 7)), training=True)
     assert tuple(source.shape) == (5,) and tuple(classes.shape) == (5, 7)
     kernels = [discriminator.hidden_dense[0].kernel, discriminator.output_layer.kernel]
     expected = sum(1e-3 * np.abs(k.numpy()).sum() + 1e-3 * (k.numpy() ** 2).sum() for k in kernels)
     np.testing.assert_allclose(float(sum(discriminator.losses)), expected, rtol=1e-4)
     clone = LogitDiscriminator.from_config(discriminator.get_config())
-    assert clone.hidden_units == [16] and clone.kernel_regularizer.l1 == discriminator.kernel_regularizer.l1
+    assert clone.units == [16] and clone.kernel_regularizer.l1 == discriminator.kernel_regularizer.l1
+    assert clone.get_config() == discriminator.get_config()
+    # A layer saved by an older version (hidden_units, its regulariser).
+    older = {**discriminator.get_config(), "hidden_units": [16],
+             "kernel_regularizer": keras.regularizers.serialize(keras.regularizers.L1L2(1e-3, 1e-3))}
+    for key in ("units", "regularization", "fake_as_real_weight", "perturbation_rate"):
+        older.pop(key)
+    assert LogitDiscriminator.from_config(older).get_config() == discriminator.get_config()
 
 
 def test_normalized_terms_have_finite_gradients_at_all_zero_features():

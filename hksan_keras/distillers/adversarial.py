@@ -26,9 +26,9 @@ class AdversarialDistiller(Distiller):
     discriminator takes `discriminator_steps` updates with `d_optimizer` on
 
         L_D = BCE(D_src(l_T), real) + BCE(D_src(l_S), fake)
-            [+ CE(y, D_cls(l_T)) + CE(y, D_cls(l_S))]     if CLASS_HEAD
+            [+ CE(y, D_cls(l_T)) + CE(y, D_cls(l_S))]     with a class head
             + fake_as_real_weight * BCE(D_src(dropout(l_S)), real)
-            + discriminator_regularization * (L1 + L2 of D's kernels)
+            + regularization * (L1 + L2 of D's kernels)
 
     and the student side then gets the "adversarial_loss" term
 
@@ -45,6 +45,12 @@ class AdversarialDistiller(Distiller):
     batch statistics are the same in both updates; its batch normalisation
     is synchronised across replicas.
 
+    D is described by one argument, `discriminator`, a `LogitDiscriminator`
+    spec (its widths, class head and regularisers: `units`,
+    `class_head`, `regularization` mu, `fake_as_real_weight` nu,
+    `perturbation_rate`); each method's default spec is its class's
+    `DISCRIMINATOR` over `LogitDiscriminator`'s defaults.
+
     Args:
         teacher, student: As for `Distiller`.
         logit_weight: Weight of the logit-matching term (10 with the
@@ -54,24 +60,28 @@ class AdversarialDistiller(Distiller):
         logit_distance: "relative" (L2 over the teacher's logit variance,
             which keeps the term's size independent of the teacher's logit
             scale), "squared" (raw L2: KSANC's and ANC's term) or "l1" (Xu
-            et al.'s); `None` takes the class's `DEFAULT_LOGIT_DISTANCE`.
+            et al.'s).
         adversarial_weight: Weight of the student's adversarial term; at 0
             the discriminator is neither run nor trained.
-        class_head: Whether D also classifies its input (HKSAN's class-
-            conditional head); `None` takes the class's `CLASS_HEAD`.
+        discriminator: The discriminator's spec: `None` (the method's
+            default), a `LogitDiscriminator` that is not built yet (its
+            settings are copied, see `LogitDiscriminator.SETTINGS`), or a
+            dict of `LogitDiscriminator` arguments, which override the
+            method's default spec key by key (e.g. `{"units": [128]}`).
+            The distiller builds its own D from it, for its class count, in
+            float32, as the attribute `discriminator`.
         discriminator_steps: k_D, discriminator updates per student update.
-        discriminator_units: Hidden widths of the discriminator.
-        discriminator_regularization: mu, the L1 and L2 factor on D's kernels.
-        fake_as_real_weight: nu, weight of "perturbed student logits are real".
-        perturbation_rate: Dropout rate that perturbs those student logits.
         seed: Seed of the perturbation dropout.
         **kwargs: `label_weight`, `global_clipnorm` (see `Distiller`) and
             standard `keras.Model` arguments.
 
     Raises:
         ValueError: If a weight is negative, `discriminator_steps` is below
-            1, `perturbation_rate` is outside [0, 1) or `logit_distance` is
-            unknown.
+            1, `logit_distance` is unknown, or the spec names an unknown
+            setting, a bad value (see `LogitDiscriminator`) or another class
+            count.
+        TypeError: If `discriminator` is not a spec, or a setting of the
+            spec is passed on its own (as older versions took it).
     """
 
     LOSS_TERMS = (
@@ -80,9 +90,9 @@ class AdversarialDistiller(Distiller):
         "adversarial_loss",
         "discriminator_loss",
     )
-    CLASS_HEAD = True
     CONDITIONAL = False
-    DEFAULT_LOGIT_DISTANCE = "relative"
+    # The method's discriminator: these settings over LogitDiscriminator's defaults.
+    DISCRIMINATOR = {}
     # Options that older versions took and saved; `from_config` names them.
     REMOVED_OPTIONS = {
         "kd_weight": 0.0,
@@ -92,39 +102,41 @@ class AdversarialDistiller(Distiller):
         "discriminator_input": "logits",
         "discriminator_temperature": ANY_VALUE,
     }
+    # Options that older versions took flat, now settings of the
+    # discriminator's spec: {old name: setting}.
+    MOVED_OPTIONS = {
+        "discriminator_units": "units",
+        "discriminator_regularization": "regularization",
+        "class_head": "class_head",
+        "fake_as_real_weight": "fake_as_real_weight",
+        "perturbation_rate": "perturbation_rate",
+    }
 
     def __init__(
         self,
         teacher,
         student,
         logit_weight=10.0,
-        logit_distance=None,
+        logit_distance="relative",
         adversarial_weight=0.1,
-        class_head=None,
+        discriminator=None,
         discriminator_steps=1,
-        discriminator_units=(256, 256),
-        discriminator_regularization=1e-5,
-        fake_as_real_weight=0.1,
-        perturbation_rate=0.5,
         seed=None,
         **kwargs,
     ):
+        moved = [name for name in self.MOVED_OPTIONS if name in kwargs]
+        if moved:
+            spec = {self.MOVED_OPTIONS[name]: kwargs[name] for name in moved}
+            raise TypeError(
+                f"{', '.join(moved)}: settings of the discriminator now; pass "
+                f"discriminator={spec!r} (see hksan_keras.LogitDiscriminator)."
+            )
         super().__init__(teacher, student, **kwargs)
         if int(discriminator_steps) < 1:
             raise ValueError(
                 f"discriminator_steps must be >= 1, got {discriminator_steps}."
             )
-        check_weights(
-            logit_weight=logit_weight,
-            adversarial_weight=adversarial_weight,
-            discriminator_regularization=discriminator_regularization,
-            fake_as_real_weight=fake_as_real_weight,
-        )
-        if not 0 <= perturbation_rate < 1:
-            raise ValueError(
-                f"perturbation_rate must be in [0, 1), got {perturbation_rate}."
-            )
-        logit_distance = logit_distance or self.DEFAULT_LOGIT_DISTANCE
+        check_weights(logit_weight=logit_weight, adversarial_weight=adversarial_weight)
         if logit_distance not in losses.LOGIT_DISTANCES:
             raise ValueError(
                 f"logit_distance must be one of {losses.LOGIT_DISTANCES}, got {logit_distance!r}."
@@ -132,29 +144,60 @@ class AdversarialDistiller(Distiller):
         self.logit_weight = float(logit_weight)
         self.logit_distance = logit_distance
         self.adversarial_weight = float(adversarial_weight)
-        self.class_head = self.CLASS_HEAD if class_head is None else bool(class_head)
         self.discriminator_steps = int(discriminator_steps)
-        self.discriminator_units = [int(u) for u in discriminator_units]
-        self.discriminator_regularization = float(discriminator_regularization)
-        self.fake_as_real_weight = float(fake_as_real_weight)
-        self.perturbation_rate = float(perturbation_rate)
         self.seed = seed
         self.discriminator = LogitDiscriminator(
             self.num_classes,
-            hidden_units=self.discriminator_units,
-            class_head=self.class_head,
-            kernel_regularizer=keras.regularizers.L1L2(
-                l1=self.discriminator_regularization,
-                l2=self.discriminator_regularization,
-            )
-            if self.discriminator_regularization
-            else None,
+            **self.discriminator_settings(discriminator),
             name="discriminator",
             dtype="float32",
         )
         input_width = self.num_classes * (2 if self.CONDITIONAL else 1)
         self.discriminator.build((None, input_width))
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def discriminator_settings(self, spec):
+        """The settings of the discriminator a spec describes, for this distiller.
+
+        Args:
+            spec: `None`, an unbuilt `LogitDiscriminator` or a dict of its
+                arguments (see the class docstring).
+
+        Returns:
+            A dict with every key of `LogitDiscriminator.SETTINGS`.
+
+        Raises:
+            ValueError: The spec is built, names an unknown setting or
+                another class count.
+            TypeError: The spec is of another type.
+        """
+        if isinstance(spec, LogitDiscriminator):
+            if spec.built:
+                raise ValueError(
+                    "discriminator must be a LogitDiscriminator that is not built "
+                    "yet: the distiller copies its settings, not its weights."
+                )
+            settings, num_classes = spec.settings(), spec.num_classes
+        elif spec is None or isinstance(spec, dict):
+            settings = dict(spec or {})
+            num_classes = settings.pop("num_classes", None)
+            unknown = sorted(set(settings) - set(LogitDiscriminator.SETTINGS))
+            if unknown:
+                raise ValueError(
+                    f"discriminator has unknown settings {unknown}; a "
+                    f"LogitDiscriminator takes {list(LogitDiscriminator.SETTINGS)}."
+                )
+        else:
+            raise TypeError(
+                "discriminator must be None, a LogitDiscriminator or a dict of its "
+                f"arguments, got {spec!r}."
+            )
+        if num_classes is not None and int(num_classes) != self.num_classes:
+            raise ValueError(
+                f"discriminator has num_classes={num_classes}, but the models "
+                f"predict {self.num_classes} classes; leave it out."
+            )
+        return {**LogitDiscriminator.default_settings(), **self.DISCRIMINATOR, **settings}
 
     def compile(self, optimizer="adam", d_optimizer=None, **kwargs):
         """Configures the two optimizers.
@@ -199,14 +242,15 @@ class AdversarialDistiller(Distiller):
         """
         import tensorflow as tf
 
-        if not self.perturbation_rate:
+        rate = self.discriminator.perturbation_rate
+        if not rate:
             return logits
         seed = ops.cast(self.seed_generator.next(), "int32")
         context = tf.distribute.get_replica_context()
         replica = context.replica_id_in_sync_group if context is not None else 0
         seed = seed + ops.stack([0, ops.cast(replica, "int32")])
-        keep = tf.random.stateless_uniform(tf.shape(logits), seed=seed) >= self.perturbation_rate
-        return ops.where(keep, logits / (1.0 - self.perturbation_rate), ops.zeros_like(logits))
+        keep = tf.random.stateless_uniform(tf.shape(logits), seed=seed) >= rate
+        return ops.where(keep, logits / (1.0 - rate), ops.zeros_like(logits))
 
     def discriminate(self, labels, teacher_logits, student_logits):
         """D on teacher, student and perturbed student logits, in one batch.
@@ -251,7 +295,7 @@ class AdversarialDistiller(Distiller):
                     sources[1],
                     classes[1] if classes else None,
                     perturbed_student_source=sources[2],
-                    fake_as_real_weight=self.fake_as_real_weight,
+                    fake_as_real_weight=self.discriminator.fake_as_real_weight,
                 )
                 if self.discriminator.losses:
                     loss = loss + ops.sum(self.discriminator.losses)
@@ -298,13 +342,22 @@ class AdversarialDistiller(Distiller):
                 "logit_weight": self.logit_weight,
                 "logit_distance": self.logit_distance,
                 "adversarial_weight": self.adversarial_weight,
-                "class_head": self.class_head,
+                "discriminator": self.discriminator.settings(),
                 "discriminator_steps": self.discriminator_steps,
-                "discriminator_units": self.discriminator_units,
-                "discriminator_regularization": self.discriminator_regularization,
-                "fake_as_real_weight": self.fake_as_real_weight,
-                "perturbation_rate": self.perturbation_rate,
                 "seed": self.seed,
             }
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Files saved before the discriminator's spec hold its settings flat.
+        config = dict(config)
+        moved = {
+            setting: config.pop(name)
+            for name, setting in cls.MOVED_OPTIONS.items()
+            if name in config
+        }
+        if moved:
+            config["discriminator"] = {**moved, **(config.get("discriminator") or {})}
+        return super().from_config(config)

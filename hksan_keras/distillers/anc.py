@@ -29,9 +29,26 @@ class ANCDistiller(AdversarialDistiller):
     Args:
         teacher: Trained `keras.Model` giving logits.
         student: `keras.Model` giving logits for the same classes.
-        **kwargs: `AdversarialDistiller` arguments (`logit_weight` of the
-            L2 term, `adversarial_weight`, `discriminator_steps`, ...),
-            `label_weight` and `name`.
+        logit_weight: Weight of the logit term.
+        logit_distance: "relative" (the L2 over var(l_T)), "squared" (ANC's
+            raw L2) or "l1".
+        adversarial_weight: Weight of the student's adversarial term.
+        label_weight: Weight of the student's label cross-entropy.
+        discriminator: The discriminator's spec: `None` for ANC's
+            (`DISCRIMINATOR`: no class head, otherwise
+            `LogitDiscriminator`'s defaults: units (256, 256),
+            regularization 1e-5, fake_as_real_weight 0.1,
+            perturbation_rate 0.5), a `LogitDiscriminator` not built yet, or
+            a dict of its arguments over ANC's (see `AdversarialDistiller`).
+        discriminator_steps: k_D, discriminator updates per student update.
+        global_clipnorm: The largest global L2 norm of the student's
+            gradient in one update (see `Distiller`); `None`: no clipping.
+        seed: Seed of the perturbation dropout.
+        **kwargs: Standard `keras.Model` arguments (e.g. `name`).
+
+    Raises:
+        ValueError: If a weight is negative or an option (or a setting of
+            `discriminator`) is outside its values.
 
     Example:
 
@@ -41,8 +58,14 @@ class ANCDistiller(AdversarialDistiller):
     >>> distiller.fit(train_ds, epochs=10)
     """
 
-    CLASS_HEAD = False
+    DISCRIMINATOR = {"class_head": False}
 
-    def __init__(self, teacher, student, **kwargs):
+    def __init__(self, teacher, student, logit_weight=10.0, logit_distance="relative",
+                 adversarial_weight=0.1, label_weight=1.0, discriminator=None,
+                 discriminator_steps=1, global_clipnorm=None, seed=None, **kwargs):
         kwargs.setdefault("name", "anc_distiller")
-        super().__init__(teacher, student, **kwargs)
+        super().__init__(
+            teacher, student, logit_weight=logit_weight, logit_distance=logit_distance,
+            adversarial_weight=adversarial_weight, label_weight=label_weight,
+            discriminator=discriminator, discriminator_steps=discriminator_steps,
+            global_clipnorm=global_clipnorm, seed=seed, **kwargs)

@@ -58,7 +58,11 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         L_D = BCE(D_src(l_T), real) + BCE(D_src(l_S), fake)
             + CE(y, D_cls(l_T)) + CE(y, D_cls(l_S))
             + fake_as_real_weight * BCE(D_src(dropout(l_S)), real)
-            + discriminator_regularization * (L1 + L2 of D's kernels)
+            + regularization * (L1 + L2 of D's kernels)
+
+    where the discriminator D, its class head, `regularization` (mu),
+    `fake_as_real_weight` (nu) and `perturbation_rate` are the settings of
+    the `discriminator` spec (see `LogitDiscriminator`).
 
     var(l_T) is the batch mean of the teacher's per-example logit variance
     (at least `losses.RELATIVE_SCALE_FLOOR`, 10), a constant
@@ -113,22 +117,24 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             which gives the papers' method.
         descriptor_units: Width of the global task descriptor g.
         logit_weight: Weight of the logit L2 term.
+        logit_distance: "relative" (the L2 over var(l_T) above), "squared"
+            (KSANC's raw L2) or "l1" (see `AdversarialDistiller`).
         squeeze_weight: Weight of the squeezed-knowledge matching term,
             the squared distance of the squeezed vectors
             (`losses.squeezed_knowledge_loss`); at lr 0.1, weights of about
             0.6 and above make the student's squeeze diverge
             (docs/results.md).
         adversarial_weight: Weight of the student's adversarial term.
-        logit_distance, class_head: As for `AdversarialDistiller`.
         label_weight: Weight of the student's label cross-entropy.
         task_weight: Weight of the attention estimators' task loss.
+        discriminator: The discriminator's spec: `None` for HKSAN's
+            (`LogitDiscriminator`'s defaults: units (256, 256),
+            regularization 1e-5, a class head, fake_as_real_weight 0.1,
+            perturbation_rate 0.5), a `LogitDiscriminator` not built yet, or
+            a dict of its arguments over those defaults; e.g.
+            `{"class_head": False}` gives KSANC's source-only D, as in ANC
+            (see `AdversarialDistiller`).
         discriminator_steps: k_D, discriminator updates per student update.
-        discriminator_units: Hidden widths of the discriminator.
-        discriminator_regularization: mu, the L1 and L2 factor on the
-            discriminator's kernels.
-        fake_as_real_weight: nu, weight of "perturbed student logits are
-            real" in the discriminator's loss.
-        perturbation_rate: Dropout rate that perturbs those student logits.
         train_teacher_attention: Whether `fit` trains the teacher's
             estimators (see above).
         global_clipnorm: The largest global L2 norm of the student side's
@@ -142,6 +148,11 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         seed: Seed of the perturbation dropout.
         **kwargs: Standard `keras.Model` arguments (e.g. `name`).
 
+    Raises:
+        ValueError: If a weight is negative, a stage cannot be found or
+            paired, or an option (or a setting of `discriminator`) is
+            outside its values.
+
     Example:
 
     >>> teacher = hksan_keras.models.cifar_resnet(56, num_classes=10)
@@ -151,6 +162,10 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
     ...                   d_optimizer=keras.optimizers.Adam(1e-4))
     >>> distiller.fit(train_ds, validation_data=test_ds, epochs=10)
     >>> distiller.student.save("student.keras")
+    >>> # A wider discriminator without the class head:
+    >>> hksan_keras.HKSANDistiller(
+    ...     teacher, student,
+    ...     discriminator={"units": [512, 512], "class_head": False})
     """
 
     LOSS_TERMS = (
@@ -184,16 +199,14 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         normalize_guide=True,
         descriptor_units=128,
         logit_weight=10.0,
+        logit_distance="relative",
         squeeze_weight=0.3,
         attention_weight=1000.0,
         adversarial_weight=0.1,
         label_weight=1.0,
         task_weight=1.0,
+        discriminator=None,
         discriminator_steps=1,
-        discriminator_units=(256, 256),
-        discriminator_regularization=1e-5,
-        fake_as_real_weight=0.1,
-        perturbation_rate=0.5,
         train_teacher_attention=True,
         global_clipnorm=5.0,
         seed=None,
@@ -208,12 +221,10 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             num_stages=num_stages,
             label_weight=label_weight,
             logit_weight=logit_weight,
+            logit_distance=logit_distance,
             adversarial_weight=adversarial_weight,
+            discriminator=discriminator,
             discriminator_steps=discriminator_steps,
-            discriminator_units=discriminator_units,
-            discriminator_regularization=discriminator_regularization,
-            fake_as_real_weight=fake_as_real_weight,
-            perturbation_rate=perturbation_rate,
             global_clipnorm=global_clipnorm,
             seed=seed,
             **kwargs,

@@ -14,18 +14,36 @@ class ConditionalAdversarialDistiller(AdversarialDistiller):
             + adversarial_weight * BCE(D([l_S ; onehot(y)]), real)
         L_D = BCE(D([l_T ; y]), real) + BCE(D([l_S ; y]), fake) + mu * |W_D|
 
-    The discriminator reads the logits concatenated with the label row (one-hot, or the soft row)
-    (a conditional GAN), has no class head and no perturbed-sample term by
-    default; the L1 logit term follows the pix2pix-style objective that the
-    paper builds on. See docs/methods.md for what is read from the paper and
-    what is ours.
+    The discriminator reads the logits concatenated with the label row
+    (one-hot, or the soft row; a conditional GAN) and by default has no class
+    head and no perturbed-sample term (`DISCRIMINATOR`); the L1 logit term
+    follows the pix2pix-style objective that the paper builds on. See
+    docs/methods.md for what is read from the paper and what is ours.
 
     Args:
         teacher: Trained `keras.Model` giving logits.
         student: `keras.Model` giving logits for the same classes.
-        fake_as_real_weight: As in `AdversarialDistiller`; 0 by default here.
-        **kwargs: `AdversarialDistiller` arguments (`logit_weight` of the L1
-            term, `adversarial_weight`, ...), `label_weight` and `name`.
+        logit_weight: Weight of the logit term.
+        logit_distance: "l1" (the paper's), "relative" or "squared" (see
+            `AdversarialDistiller`).
+        adversarial_weight: Weight of the student's adversarial term.
+        label_weight: Weight of the student's label cross-entropy.
+        discriminator: The discriminator's spec: `None` for Xu et al.'s
+            (`DISCRIMINATOR`: no class head and fake_as_real_weight 0,
+            otherwise `LogitDiscriminator`'s defaults: units (256, 256),
+            regularization 1e-5), a `LogitDiscriminator` not built yet, or a
+            dict of its arguments over Xu et al.'s (see
+            `AdversarialDistiller`). D reads 2 * num_classes inputs.
+        discriminator_steps: k_D, discriminator updates per student update.
+        global_clipnorm: The largest global L2 norm of the student's
+            gradient in one update (see `Distiller`); `None`: no clipping.
+        seed: Seed of the perturbation dropout (used when the spec's
+            fake_as_real_weight is above 0).
+        **kwargs: Standard `keras.Model` arguments (e.g. `name`).
+
+    Raises:
+        ValueError: If a weight is negative or an option (or a setting of
+            `discriminator`) is outside its values.
 
     Example:
 
@@ -34,11 +52,15 @@ class ConditionalAdversarialDistiller(AdversarialDistiller):
     >>> distiller.fit(train_ds, epochs=10)
     """
 
-    CLASS_HEAD = False
     CONDITIONAL = True
-    DEFAULT_LOGIT_DISTANCE = "l1"
+    DISCRIMINATOR = {"class_head": False, "fake_as_real_weight": 0.0}
 
-    def __init__(self, teacher, student, fake_as_real_weight=0.0, logit_weight=1.0, **kwargs):
+    def __init__(self, teacher, student, logit_weight=1.0, logit_distance="l1",
+                 adversarial_weight=0.1, label_weight=1.0, discriminator=None,
+                 discriminator_steps=1, global_clipnorm=None, seed=None, **kwargs):
         kwargs.setdefault("name", "conditional_adversarial_distiller")
-        super().__init__(teacher, student, fake_as_real_weight=fake_as_real_weight,
-                         logit_weight=logit_weight, **kwargs)
+        super().__init__(teacher, student, logit_weight=logit_weight,
+                         logit_distance=logit_distance, adversarial_weight=adversarial_weight,
+                         label_weight=label_weight, discriminator=discriminator,
+                         discriminator_steps=discriminator_steps,
+                         global_clipnorm=global_clipnorm, seed=seed, **kwargs)
