@@ -154,6 +154,9 @@ def test_a_run_killed_mid_epoch_resumes_from_its_last_step_backup(cifar_data_dir
     (["--set=distill.epoch=3"], "Unknown config key 'distill.epoch'"),
     (["--set=distill.epochs=three"], "'distill.epochs' expects int"),
     (["--set=teacher.model=resnet9"], "teacher.model is 'resnet9'"),
+    (["--set=distill.hksan.discriminator.unit=[16]"], "Unknown config key 'distill.hksan.discriminator.unit'"),
+    (["--set=distill.hksan.discriminator.perturbation_rate=1.5"],
+     "distill.hksan.discriminator: perturbation_rate must be in [0, 1)"),
     (["--data_dir=/nonexistent/tfds", "--set=data.download=false"], "not prepared in '/nonexistent/tfds"),
     (["--verbose=loud"], "Flags parsing error: flag --verbose=loud"),
 ])
