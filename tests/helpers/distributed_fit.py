@@ -40,9 +40,9 @@ with strategy.scope():
     student = plain_cnn((4, 8), "student")
     if method == "hksan":
         distiller = hksan_keras.HKSANDistiller(
-            teacher, student, perturbation_rate=0.0, discriminator_steps=2, descriptor_units=8,
+            teacher, student, discriminator_steps=2, descriptor_units=8,
             logit_weight=1.0,  # replica invariance at a small step: float noise stays small
-            discriminator_units=(16,),
+            discriminator={"units": (16,), "perturbation_rate": 0.0},
         )
         distiller.compile(optimizer=keras.optimizers.SGD(0.05), d_optimizer=keras.optimizers.SGD(0.05))
     elif method == "kd_clipped":

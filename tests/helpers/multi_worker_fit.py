@@ -33,8 +33,8 @@ dataset = dataset.with_options(options)
 with strategy.scope():
     keras.utils.set_random_seed(0)
     distiller = hksan_keras.HKSANDistiller(
-        plain_cnn((8, 16), "teacher"), plain_cnn((4, 8), "student"), perturbation_rate=0.0,
-        descriptor_units=8, discriminator_units=(16,), logit_weight=1.0,
+        plain_cnn((8, 16), "teacher"), plain_cnn((4, 8), "student"),
+        descriptor_units=8, discriminator={"units": (16,), "perturbation_rate": 0.0}, logit_weight=1.0,
     )
     distiller.compile(optimizer=keras.optimizers.SGD(0.05), d_optimizer=keras.optimizers.SGD(0.05))
 

@@ -19,7 +19,7 @@ strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     keras.utils.set_random_seed(0)
     distiller = hksan_keras.distillers.ANCDistiller(
-        plain_cnn((8, 16), "teacher"), plain_cnn((4, 8), "student"), perturbation_rate=0.5, seed=1)
+        plain_cnn((8, 16), "teacher"), plain_cnn((4, 8), "student"), discriminator={"perturbation_rate": 0.5}, seed=1)
 
 
 @tf.function
