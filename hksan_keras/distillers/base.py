@@ -249,8 +249,10 @@ class Distiller(keras.Model):
         label_weight: Weight of the student's label cross-entropy.
         global_clipnorm: If set, the student side's gradient is scaled so
             that its global L2 norm is at most this value before each
-            update (`clip_by_global_norm`), and "gradient_norm" (the norm
-            before clipping) is reported. Unlike the optimizer's own
+            update (`clip_by_global_norm`), and "gradient_norm" (the mean
+            norm before clipping, over the steps whose gradient is finite:
+            mixed_float16's overflowed steps, which the loss scale
+            optimizer skips, are not counted) is reported. Unlike the optimizer's own
             `global_clipnorm`, the norm is that of the whole update under
             a strategy. `None` (the default here; see each method's own)
             leaves the gradient as it is.
@@ -555,7 +557,12 @@ class Distiller(keras.Model):
             gradients, gradient_norm = clip_by_global_norm(
                 gradients, self.global_clipnorm, self.optimizer.scale_loss(1.0)
             )
-            self.gradient_norm_tracker.update_state(gradient_norm)
+            # Under mixed_float16 an overflowed step (skipped by the loss
+            # scale optimizer) has no finite norm: it is not counted.
+            finite = ops.isfinite(gradient_norm)
+            self.gradient_norm_tracker.update_state(
+                ops.where(finite, gradient_norm, 0.0), sample_weight=ops.cast(finite, "float32")
+            )
         self.optimizer.apply(gradients, variables)
 
         terms.update(discriminator_terms or {})
