@@ -3,12 +3,20 @@
 A config file holds only what differs from `DEFAULTS` (or from the file it
 `"extends"`, a path relative to itself). Every key is checked against
 `DEFAULTS`, and every override is parsed and type-checked, before anything
-is trained.
+is trained; `resolve_config` then checks the values themselves (model and
+method names, choices, the discriminator spec, epochs).
 """
 
 import copy
 import json
 import os
+
+from hksan_keras import models
+from hksan_keras.attention import HIERARCHIES, SQUEEZE_TARGETS
+from hksan_keras.discriminators import LogitDiscriminator
+from hksan_keras.distillers import METHODS
+from hksan_keras.distribute import STRATEGIES
+from hksan_keras.losses import LOGIT_DISTANCES
 
 
 class ConfigError(ValueError):
@@ -282,3 +290,76 @@ def save_config(config, path):
     """Writes a resolved config as JSON."""
     with open(path, "w") as f:
         json.dump(config, f, indent=2)
+
+
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+
+# Config options that take one of a few names, checked before training.
+_CHOICES = {
+    "hksan.hierarchy": HIERARCHIES,
+    "hksan.squeeze_target": SQUEEZE_TARGETS,
+    **{f"{method}.logit_distance": LOGIT_DISTANCES for method in ("anc", "xu", "hksan")},
+}
+
+
+def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
+    """Loads, overrides and checks a config before anything is trained.
+
+    Args:
+        path: Config file (configs/....json).
+        overrides: "key.path=value" strings.
+        run_dir: Run directory; defaults to the config's, else runs/<name>.
+        data_dir: TFDS data directory; overrides `data.data_dir`.
+
+    Returns:
+        The complete config, with `run_dir` filled in.
+
+    Raises:
+        ConfigError: A file, key or value that cannot be used (the message
+            says which, and the fix), before anything is trained.
+
+    Example:
+
+    >>> config = resolve_config("configs/cifar10_resnet56_resnet20_quick.json",
+    ...                         ["distill.epochs=1"])
+    """
+    config = apply_overrides(load_config(path), list(overrides))
+    if data_dir:
+        config["data"]["data_dir"] = data_dir
+    config["run_dir"] = run_dir or config["run_dir"] or os.path.join("runs", config["name"])
+    for role in ("teacher", "student"):
+        name = config[role]["model"]
+        if name not in models.MODELS:
+            raise ConfigError(
+                f"{role}.model is {name!r}; choose one of {sorted(models.MODELS)}."
+            )
+    if config["distill"]["method"] not in METHODS:
+        raise ConfigError(
+            f"distill.method is {config['distill']['method']!r}; choose one of "
+            f"{sorted(METHODS)}."
+        )
+    if config["strategy"] not in STRATEGIES:
+        raise ConfigError(
+            f"strategy must be one of {STRATEGIES}, got {config['strategy']!r}."
+        )
+    if config["mixed_precision"] not in PRECISIONS:
+        raise ConfigError(
+            f"mixed_precision must be one of {PRECISIONS}, got {config['mixed_precision']!r}."
+        )
+    for key, choices in _CHOICES.items():
+        method, option = key.split(".")
+        value = config["distill"][method][option]
+        if value not in choices:
+            raise ConfigError(
+                f"distill.{key} must be one of {choices}, got {value!r}."
+            )
+    for method, options in config["distill"].items():
+        if isinstance(options, dict) and "discriminator" in options:
+            try:
+                LogitDiscriminator.check_settings(**options["discriminator"])
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"distill.{method}.discriminator: {error}") from None
+    for section in ("teacher", "distill"):
+        if config[section]["epochs"] < 1:
+            raise ConfigError(f"{section}.epochs must be >= 1.")
+    return config

@@ -14,6 +14,7 @@ seed: checked with Keras 3.15.)
   side to image_size / 0.875 and center crop for evaluation.
 """
 
+import math
 import os
 
 import numpy as np
@@ -509,3 +510,115 @@ def num_examples(name, split, data_dir=None, take=None):
     builder = tfds.builder(name, data_dir=resolve_data_dir(data_dir))
     count = builder.info.splits[split].num_examples
     return min(count, take) if take is not None else count
+
+
+def num_classes(name, data_dir=None):
+    """How many classes a TFDS dataset's `label` feature has."""
+    import tensorflow_datasets as tfds
+
+    builder = tfds.builder(name, data_dir=resolve_data_dir(data_dir))
+    return builder.info.features["label"].num_classes
+
+
+# The facts and pipelines of an experiment config's `data` section (see
+# hksan_keras.config): the steps of hksan_keras.experiment and the
+# export/report/visualize steps read their data through these.
+
+
+def config_input_shape(config):
+    """The image shape a config's models take: 32x32 for CIFAR, else `data.image_size`.
+
+    Args:
+        config: A resolved experiment config.
+
+    Returns:
+        `(height, width, 3)`.
+    """
+    if config["data"]["dataset"] in CIFAR_STATS:
+        return (32, 32, 3)
+    size = config["data"]["image_size"]
+    return (size, size, 3)
+
+
+def config_preprocessing(config):
+    """The evaluation preprocessing of a config's dataset (a `preprocessing_spec`).
+
+    Args:
+        config: A resolved experiment config.
+
+    Returns:
+        The spec that exported models and `preprocessing.json` carry.
+    """
+    return dataset_preprocessing(config["data"]["dataset"], config["data"]["image_size"])
+
+
+def load_data(config, role="student"):
+    """The training and test pipelines of a config and the dataset's facts.
+
+    Args:
+        config: A resolved experiment config.
+        role: "teacher" trains on `teacher.train_split`/`teacher.train_size`
+            where the config sets them; anything else on `data`'s.
+
+    Returns:
+        `(train, test, num_classes, steps_per_epoch)`.
+
+    Example:
+
+    >>> train, test, classes, steps = load_data(config, "teacher")
+    """
+    spec = dict(config["data"])
+    if role == "teacher":
+        for key in ("train_split", "train_size"):
+            if config["teacher"][key] is not None:
+                spec[key] = config["teacher"][key]
+    common = dict(
+        data_dir=spec["data_dir"], manual_dir=spec["manual_dir"],
+        image_size=spec["image_size"], download=spec["download"],
+    )
+    train = tfds_dataset(
+        spec["dataset"], spec["train_split"], spec["batch_size"], training=True,
+        take=spec["train_size"], seed=config["seed"], **common,
+    )
+    test = tfds_dataset(
+        spec["dataset"], spec["test_split"], max(spec["batch_size"], 256),
+        take=spec["test_size"], **common,
+    )
+    examples = num_examples(
+        spec["dataset"], spec["train_split"], spec["data_dir"], spec["train_size"]
+    )
+    classes = num_classes(spec["dataset"], spec["data_dir"])
+    return train, test, classes, math.ceil(examples / spec["batch_size"])
+
+
+def raw_test_images(config):
+    """A config's test images as a client has them: uint8, with their labels.
+
+    Images of ImageNet-style datasets are resized and center-cropped to the
+    model's size (as the evaluation does) and rounded back to uint8, so that
+    every artifact, TFLite included, reads the same pixels.
+
+    Args:
+        config: A resolved experiment config.
+
+    Returns:
+        `(images, labels)` numpy arrays.
+    """
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    spec = config["data"]
+    builder = prepared_builder(spec["dataset"], spec["data_dir"], spec["manual_dir"],
+                               spec["download"])
+    dataset = builder.as_dataset(split=spec["test_split"], as_supervised=True)
+    if spec["test_size"] is not None:
+        dataset = dataset.take(spec["test_size"])
+    prep = config_preprocessing(config)
+    if prep["resize"] != "none":
+        dataset = dataset.map(lambda image, label: (tf.cast(tf.clip_by_value(tf.round(
+            resize_raw(image[None], prep)[0]), 0, 255), tf.uint8), label))
+    images, labels = [], []
+    for image, label in tfds.as_numpy(dataset.batch(1000)):
+        images.append(image)
+        labels.append(label)
+    return np.concatenate(images), np.concatenate(labels)

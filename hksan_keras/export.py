@@ -294,3 +294,52 @@ def tflite_predict(path, images):
             output = (output - zero_point) * scale
         results.append(output[0])
     return np.stack(results)
+
+
+def export_step(config, model_path=None, format="tf_saved_model", quantization="float32"):
+    """Exports the run's distilled student (or `model_path`) for raw uint8 images.
+
+    The `hksan-keras export` command: writes into `<run_dir>/export/` and
+    the preprocessing spec to `<run_dir>/preprocessing.json`.
+
+    Args:
+        config: A resolved experiment config (see `hksan_keras.config`).
+        model_path: A `.keras` classifier or distiller; defaults to the
+            distilled student of the last epoch.
+        format: "tf_saved_model" (to <run_dir>/export/saved_model) or
+            "tflite" (to <run_dir>/export/student_<quantization>.tflite).
+        quantization: For TFLite: "float32", "float16", "dynamic" or "int8"
+            (calibrated on batches of the config's training pipeline).
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileNotFoundError: No model at `model_path` (or no distilled student).
+        ConfigError: The model does not fit the config's dataset.
+
+    Example:
+
+    >>> export_step(config, format="tflite", quantization="int8")
+    """
+    # Imported here: hksan_keras.runs imports this module (write_preprocessing).
+    from hksan_keras.build import check_model_fits
+    from hksan_keras.data import config_preprocessing, load_data
+    from hksan_keras.runs import load_student
+
+    model, path = load_student(config, model_path)
+    check_model_fits(model, config, None, path)
+    spec = config_preprocessing(config)
+    directory = os.path.join(config["run_dir"], "export")
+    os.makedirs(directory, exist_ok=True)
+    write_preprocessing(spec, os.path.join(config["run_dir"], "preprocessing.json"))
+    if format == "tflite":
+        representative = load_data(config)[0] if quantization == "int8" else None
+        written = export_tflite(
+            model, os.path.join(directory, f"student_{quantization}.tflite"), spec,
+            quantization, representative,
+        )
+    else:
+        written = export_saved_model(model, os.path.join(directory, "saved_model"), spec)
+    print(f"exported {path} to {written}", flush=True)
+    return written

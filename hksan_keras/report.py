@@ -11,7 +11,12 @@ import json
 import os
 import time
 
+import keras
 import numpy as np
+
+from hksan_keras.build import check_model_fits
+from hksan_keras.data import config_preprocessing, load_data, raw_test_images
+from hksan_keras.runs import load_student, teacher_path
 
 
 def count_macs(model):
@@ -182,3 +187,43 @@ def format_report(rows):
             f"{'' if row is teacher else f' ({ratio:.1f}x fewer)'} | {row['file_bytes'] / 1024:.0f} KiB "
             f"| {100 * row['accuracy']:.2f} | {row['latency_ms_batch1']:.2f} |")
     return "\n".join(lines)
+
+
+def report_step(config, model_path=None, latency_runs=100):
+    """The compression report of a run: teacher, distilled student, its TFLite exports.
+
+    The `hksan-keras report` command: exports into `<run_dir>/report/`
+    (never overwritten) and measures every artifact on the config's raw
+    test images (see `compression_report`).
+
+    Args:
+        config: A resolved experiment config (see `hksan_keras.config`).
+        model_path: The student (`.keras` classifier or distiller); defaults
+            to the run's distilled student of the last epoch.
+        latency_runs: Timed runs per artifact.
+
+    Returns:
+        The rows, also in `<run_dir>/report/report.json`.
+
+    Raises:
+        FileNotFoundError: No student or no trained teacher.
+        ConfigError: A model does not fit the config's dataset.
+
+    Example:
+
+    >>> rows = report_step(config, latency_runs=20)
+    """
+    student, path = load_student(config, model_path)
+    teacher_file = teacher_path(config)
+    teacher = keras.saving.load_model(teacher_file)
+    train, _, num_classes, _ = load_data(config)
+    for model, where in ((student, path), (teacher, teacher_file)):
+        check_model_fits(model, config, num_classes, where)
+    images, labels = raw_test_images(config)
+    rows = compression_report(
+        teacher, student, images, labels, config_preprocessing(config),
+        os.path.join(config["run_dir"], "report"), representative_data=train,
+        latency_runs=latency_runs)
+    print(f"Compression report ({len(labels)} test images, {path}):")
+    print(format_report(rows), flush=True)
+    return rows

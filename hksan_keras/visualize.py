@@ -13,6 +13,9 @@ import keras
 import numpy as np
 
 from hksan_keras.callbacks import read_metrics
+from hksan_keras.config import ConfigError
+from hksan_keras.data import config_preprocessing, load_data
+from hksan_keras.distillers import HKSANDistiller
 
 
 def _heat(values):
@@ -192,3 +195,45 @@ def visualize_run(distiller, images, preprocessing, run_dir, directory):
     with open(os.path.join(directory, "visualize.json"), "w") as f:
         json.dump({"attention": attention, "curves": curves, "images": int(len(images))}, f)
     return {"attention": attention, "curves": curves}
+
+
+def visualize_step(config, model_path=None, num_images=8):
+    """Attention maps of the run's HKSAN distiller and its learning curves, as PNGs.
+
+    The `hksan-keras visualize` command: writes
+    `<run_dir>/visualize/attention.png` (per row: a test image, then per
+    stage the teacher's and the student's attention over it) and
+    `curves.png` (accuracy and every loss term per epoch of each step).
+
+    Args:
+        config: A resolved experiment config (see `hksan_keras.config`).
+        model_path: An `HKSANDistiller` `.keras` file; defaults to the run's.
+        num_images: How many test images to draw.
+
+    Returns:
+        The paths written.
+
+    Raises:
+        FileNotFoundError: No distiller at the path.
+        FileExistsError: `<run_dir>/visualize` exists already.
+        ConfigError: The file holds another distiller than HKSAN.
+
+    Example:
+
+    >>> written = visualize_step(config, num_images=4)
+    """
+    path = model_path or os.path.join(config["run_dir"], "distill", "distiller.keras")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No HKSAN distiller at {path}; run distill first, or pass --model.")
+    directory = os.path.join(config["run_dir"], "visualize")
+    if os.path.exists(directory):
+        raise FileExistsError(f"{directory} exists; remove it to draw the pictures again.")
+    distiller = keras.saving.load_model(path)
+    if not isinstance(distiller, HKSANDistiller):
+        raise ConfigError(f"{path} holds a {type(distiller).__name__}; attention maps need an HKSANDistiller.")
+    _, test, _, _ = load_data(config)
+    images = next(iter(test))[0][:num_images]
+    written = visualize_run(distiller, images, config_preprocessing(config), config["run_dir"], directory)
+    print(f"wrote {written['attention']}" + (f" and {written['curves']}" if written["curves"] else ""),
+          flush=True)
+    return written
