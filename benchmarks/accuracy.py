@@ -246,10 +246,12 @@ def run_config(experiment, protocol, config_path, variants, seeds, data_dir, ove
     """
     from hksan_keras import callbacks
     from hksan_keras.callbacks import DivergenceError
+    from hksan_keras.config import resolve_config
+    from hksan_keras.runs import distill_step_name
 
     extra = list(overrides)
     overrides = protocol.get("overrides", []) + extra
-    base = experiment.resolve_config(config_path, overrides, data_dir=data_dir)
+    base = resolve_config(config_path, overrides, data_dir=data_dir)
     # Runs under other settings never mix with (or reuse) the protocol's own.
     suffix = "-" + hashlib.sha1(json.dumps(extra).encode()).hexdigest()[:8] if extra else ""
     root = os.path.join(runs_dir, protocol["root"], base["name"]) + suffix
@@ -258,14 +260,14 @@ def run_config(experiment, protocol, config_path, variants, seeds, data_dir, ove
     else:
         # A validation protocol reuses the teacher of its test protocol.
         owner = PROTOCOLS[protocol.get("teacher_protocol", protocol["name"])]
-        teacher_config = experiment.resolve_config(
+        teacher_config = resolve_config(
             config_path, owner.get("overrides", []) + extra, data_dir=data_dir)
         teacher_root = os.path.join(runs_dir, owner["root"], base["name"]) + suffix
         teacher_metrics = os.path.join(teacher_root, "teacher", "metrics.json")
         if not os.path.exists(teacher_metrics):
             if read_only:
                 sys.exit(f"--read_only: no trained teacher at {teacher_metrics}.")
-            experiment.train_classifier(dict(teacher_config, run_dir=teacher_root), "teacher", verbose=0)
+            experiment.train_on_labels(dict(teacher_config, run_dir=teacher_root), "teacher", verbose=0)
         with open(teacher_metrics) as f:
             teacher = json.load(f)
         teacher_path = os.path.join(teacher_root, "teacher", "last.keras")
@@ -273,7 +275,7 @@ def run_config(experiment, protocol, config_path, variants, seeds, data_dir, ove
     runs = {name: [] for name in variants}
     for seed in seeds:
         for name, (method, variant_overrides) in variants.items():
-            config = experiment.resolve_config(
+            config = resolve_config(
                 config_path,
                 overrides + variant_overrides + [
                     f"distill.method={method}", f"seed={seed}", f"teacher.path={teacher_path}",
@@ -281,7 +283,7 @@ def run_config(experiment, protocol, config_path, variants, seeds, data_dir, ove
                 run_dir=os.path.join(root, f"seed_{seed}", name),
                 data_dir=data_dir,
             )
-            step = os.path.join(config["run_dir"], experiment.distill_step_name(method))
+            step = os.path.join(config["run_dir"], distill_step_name(method))
             diverged = os.path.join(step, "diverged.json")
             if not os.path.exists(os.path.join(step, "metrics.json")) and not os.path.exists(diverged):
                 if read_only:

@@ -75,18 +75,20 @@ def main():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    from hksan_keras import experiment
+    from hksan_keras.build import build_distiller, build_models, compile_distiller
     from hksan_keras.callbacks import DivergenceError
+    from hksan_keras.config import resolve_config
+    from hksan_keras.data import load_data
 
-    config = experiment.resolve_config(
+    config = resolve_config(
         args.config, ["distill.method=hksan", *args.set], data_dir=args.data_dir
     )
-    train, test, num_classes, steps_per_epoch = experiment.load_data(config)
+    train, test, num_classes, steps_per_epoch = load_data(config)
     teacher = keras.saving.load_model(args.teacher)
-    _, student = experiment.build_models(config, num_classes)
+    _, student = build_models(config, num_classes)
     keras.utils.set_random_seed(config["seed"])
-    distiller, _ = experiment.build_distiller(config, teacher, student, steps_per_epoch)
-    experiment.compile_distiller(distiller, config, steps_per_epoch)
+    distiller, _ = build_distiller(config, teacher, student, steps_per_epoch)
+    compile_distiller(distiller, config, steps_per_epoch)
     images = next(iter(test))[0][:128]
     trace = [trace_row(distiller, images, 0)]
     print(format_row(trace[-1]), flush=True)

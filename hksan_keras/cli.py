@@ -19,8 +19,10 @@ import sys
 
 from absl import app, flags, logging
 
-COMMANDS = ("train-teacher", "train-student", "distill", "evaluate", "export", "report",
-            "visualize", "experiment")
+from hksan_keras import experiment, export, report, visualize
+from hksan_keras.callbacks import DivergenceError
+from hksan_keras.config import ConfigError, resolve_config
+from hksan_keras.data import MissingDependencyError
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Experiment config, a JSON file (see configs/).")
@@ -39,6 +41,38 @@ flags.DEFINE_enum("strategy", None, ["default", "mirrored", "multi_worker"], "Di
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 none (the one-line epoch summary stays), 1 progress bar, 2 Keras line per epoch.", lower_bound=0, upper_bound=2)
 
 
+def _experiment(config):
+    results = experiment.run_experiment(config, FLAGS.verbose)
+    print("\nTest accuracy")
+    for name, scores in results.items():
+        print(f"  {name:<18} {scores['accuracy']:.4f}")
+
+
+# Each command: its name -> what it does with the resolved config.
+COMMANDS = {
+    "train-teacher": lambda config: experiment.train_on_labels(config, "teacher", FLAGS.verbose),
+    "train-student": lambda config: experiment.train_on_labels(config, "student", FLAGS.verbose),
+    "distill": lambda config: experiment.distill(config, FLAGS.verbose),
+    "evaluate": lambda config: experiment.evaluate(config, FLAGS.model),
+    "export": lambda config: export.export_step(config, FLAGS.model, FLAGS.format, FLAGS.quantization),
+    "report": lambda config: report.report_step(config, FLAGS.model),
+    "visualize": lambda config: visualize.visualize_step(config, FLAGS.model),
+    "experiment": _experiment,
+}
+
+
+def _overrides():
+    """The --set overrides, then those of the flags that override a config field."""
+    overrides = list(FLAGS.set) + ([f"distill.method={FLAGS.method}"] if FLAGS.method else [])
+    if FLAGS.mixed_precision:
+        overrides.append(f"mixed_precision={FLAGS.mixed_precision}")
+    if FLAGS.strategy:
+        overrides.append(f"strategy={FLAGS.strategy}")
+    if FLAGS.jit_compile is not None:
+        overrides.append(f"jit_compile={str(FLAGS.jit_compile).lower()}")
+    return overrides
+
+
 def _main(command, argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -46,39 +80,9 @@ def _main(command, argv):
         raise app.UsageError("--config is required, e.g. --config=configs/cifar10_resnet56_resnet20_quick.json")
     # TFDS and TensorFlow log every dataset read at INFO through absl.
     logging.set_verbosity(logging.WARNING)
-    from hksan_keras import experiment
-    from hksan_keras.callbacks import DivergenceError
-    from hksan_keras.config import ConfigError
-    from hksan_keras.data import MissingDependencyError
-
     try:
-        overrides = list(FLAGS.set) + ([f"distill.method={FLAGS.method}"] if FLAGS.method else [])
-        if FLAGS.mixed_precision:
-            overrides.append(f"mixed_precision={FLAGS.mixed_precision}")
-        if FLAGS.strategy:
-            overrides.append(f"strategy={FLAGS.strategy}")
-        if FLAGS.jit_compile is not None:
-            overrides.append(f"jit_compile={str(FLAGS.jit_compile).lower()}")
-        config = experiment.resolve_config(FLAGS.config, overrides, FLAGS.run_dir, FLAGS.data_dir)
-        if command == "train-teacher":
-            experiment.train_classifier(config, "teacher", FLAGS.verbose)
-        elif command == "train-student":
-            experiment.train_classifier(config, "student", FLAGS.verbose)
-        elif command == "distill":
-            experiment.distill(config, FLAGS.verbose)
-        elif command == "evaluate":
-            experiment.evaluate(config, FLAGS.model)
-        elif command == "visualize":
-            experiment.visualize(config, FLAGS.model)
-        elif command == "report":
-            experiment.report(config, FLAGS.model)
-        elif command == "export":
-            experiment.export(config, FLAGS.model, FLAGS.format, FLAGS.quantization)
-        else:
-            results = experiment.run_experiment(config, FLAGS.verbose)
-            print("\nTest accuracy")
-            for name, scores in results.items():
-                print(f"  {name:<18} {scores['accuracy']:.4f}")
+        config = resolve_config(FLAGS.config, _overrides(), FLAGS.run_dir, FLAGS.data_dir)
+        COMMANDS[command](config)
     except (ConfigError, FileNotFoundError, FileExistsError, MissingDependencyError) as error:
         print(f"hksan-keras {command}: error: {error}", file=sys.stderr)
         sys.exit(2)

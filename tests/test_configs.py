@@ -7,8 +7,8 @@ import keras
 import pytest
 
 import hksan_keras
-from hksan_keras import experiment
-from hksan_keras.config import DEFAULTS, ConfigError, load_config
+from hksan_keras.build import build_distiller, build_models
+from hksan_keras.config import DEFAULTS, ConfigError, load_config, resolve_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(REPO.glob("configs/*.json"))
@@ -26,11 +26,11 @@ def test_there_is_a_config_and_a_quick_variant_for_every_experiment():
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_config_builds_its_models(path):
-    config = experiment.resolve_config(str(path))
+    config = resolve_config(str(path))
     assert config["name"] == path.stem and config["description"]
     keras.backend.clear_session()
-    teacher, student = experiment.build_models(config, CLASSES[config["data"]["dataset"]])
-    distiller, _ = experiment.build_distiller(config, teacher, student, steps_per_epoch=10)
+    teacher, student = build_models(config, CLASSES[config["data"]["dataset"]])
+    distiller, _ = build_distiller(config, teacher, student, steps_per_epoch=10)
     assert isinstance(distiller, hksan_keras.HKSANDistiller)
     assert len(distiller.teacher_stages) == (4 if config["data"]["dataset"] == "imagenet2012" else 3)
 
@@ -46,27 +46,27 @@ def test_a_bad_config_file_is_explained(tmp_path):
 
 
 def test_every_method_builds_from_a_config():
-    config = experiment.resolve_config(str(REPO / "configs" / "cifar100_resnet56_resnet20.json"))
+    config = resolve_config(str(REPO / "configs" / "cifar100_resnet56_resnet20.json"))
     for method in hksan_keras.distillers.METHODS:
         keras.backend.clear_session()
         config["distill"]["method"] = method
-        teacher, student = experiment.build_models(config, 100)
-        distiller, _ = experiment.build_distiller(config, teacher, student, steps_per_epoch=10)
+        teacher, student = build_models(config, 100)
+        distiller, _ = build_distiller(config, teacher, student, steps_per_epoch=10)
         assert type(distiller) is hksan_keras.distillers.METHODS[method]
     assert distiller.teacher_stages == ["stage1", "stage2", "stage3"]
 
 
 def test_dkd_warmup_is_given_in_epochs():
-    config = experiment.resolve_config(str(REPO / "configs" / "cifar100_resnet56_resnet20.json"),
+    config = resolve_config(str(REPO / "configs" / "cifar100_resnet56_resnet20.json"),
                                        ["distill.method=dkd", "teacher.model=resnet8", "student.model=resnet8"])
-    teacher, student = experiment.build_models(config, 100)
-    distiller, _ = experiment.build_distiller(config, teacher, student, steps_per_epoch=10)
+    teacher, student = build_models(config, 100)
+    distiller, _ = build_distiller(config, teacher, student, steps_per_epoch=10)
     assert distiller.warmup_steps == 20 * 10
 
 
 def test_an_unknown_method_is_refused_before_training():
     with pytest.raises(ConfigError, match="choose one of"):
-        experiment.resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"),
+        resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"),
                                   ["distill.method=crd"])
 
 
@@ -78,11 +78,11 @@ def test_an_unknown_method_is_refused_before_training():
 ])
 def test_option_names_are_checked_before_training(override, message):
     with pytest.raises(ConfigError, match=message):
-        experiment.resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"), [override])
+        resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"), [override])
 
 
 def test_the_teacher_may_train_on_its_own_split():
-    config = experiment.resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_cpu_medium.json"))
+    config = resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_cpu_medium.json"))
     assert config["teacher"]["train_split"] == "train[:40000]"
     assert config["data"]["train_split"] == "train" and config["data"]["train_size"] == 10000
 
@@ -96,7 +96,7 @@ def test_the_teacher_may_train_on_its_own_split():
 ])
 def test_removed_options_are_unknown_config_keys(key):
     with pytest.raises(ConfigError, match=f"Unknown config key '{key}'"):
-        experiment.resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"), [f"{key}=0"])
+        resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"), [f"{key}=0"])
 
 
 

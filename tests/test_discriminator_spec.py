@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import hksan_keras
-from hksan_keras import experiment
-from hksan_keras.config import ConfigError
+from hksan_keras.build import build_distiller, compile_distiller
+from hksan_keras.config import ConfigError, resolve_config
 from conftest import tiny_resnet
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -144,13 +144,13 @@ def test_an_older_config_of_anc_and_xu_loads_their_spec(teacher, student, method
 
 
 def test_the_config_spec_trains_and_a_bad_key_or_value_is_refused_before_training(teacher, student, batch):
-    config = experiment.resolve_config(QUICK, ['distill.hksan.discriminator={"units": [16], "class_head": false}',
+    config = resolve_config(QUICK, ['distill.hksan.discriminator={"units": [16], "class_head": false}',
                                                "distill.hksan.discriminator.perturbation_rate=0.25"])
     assert config["distill"]["hksan"]["discriminator"] == {
         **DEFAULT_D["hksan"], "units": [16], "class_head": False, "perturbation_rate": 0.25}
-    distiller, _ = experiment.build_distiller(config, teacher, student, steps_per_epoch=2)
+    distiller, _ = build_distiller(config, teacher, student, steps_per_epoch=2)
     assert distiller.discriminator.settings() == config["distill"]["hksan"]["discriminator"]
-    experiment.compile_distiller(distiller, config, steps_per_epoch=2)
+    compile_distiller(distiller, config, steps_per_epoch=2)
     history = distiller.fit(*batch, batch_size=16, epochs=1, verbose=0)
     assert np.isfinite(history.history["discriminator_loss"]).all()
     for override, message in [
@@ -162,4 +162,4 @@ def test_the_config_spec_trains_and_a_bad_key_or_value_is_refused_before_trainin
         ("distill.xu.class_head=true", "it is 'distill.xu.discriminator.class_head' now"),
     ]:
         with pytest.raises(ConfigError, match=message):
-            experiment.resolve_config(QUICK, [override])
+            resolve_config(QUICK, [override])

@@ -12,9 +12,10 @@ import pytest
 import tensorflow as tf
 
 import hksan_keras
-from hksan_keras import checks, experiment
+from hksan_keras import checks
+from hksan_keras.build import check_model_fits
 from hksan_keras.callbacks import DivergenceError
-from hksan_keras.config import ConfigError
+from hksan_keras.config import ConfigError, resolve_config
 from conftest import REPO_ROOT, tiny_resnet
 
 
@@ -79,7 +80,7 @@ def test_bad_loss_weights_are_named(teacher, student, value, error, message):
 
 def test_unknown_config_keys_and_flags_are_named(tmp_path):
     with pytest.raises(ConfigError, match="Unknown config key 'distill.hksan.squeez_weight'"):
-        experiment.resolve_config(
+        resolve_config(
             str(REPO_ROOT / "configs" / "cifar10_resnet56_resnet20_quick.json"),
             ["distill.hksan.squeez_weight=1"])
     result = subprocess.run(
@@ -92,14 +93,14 @@ def test_unknown_config_keys_and_flags_are_named(tmp_path):
 
 
 def test_a_model_of_another_architecture_is_named(tmp_path):
-    config = experiment.resolve_config(
+    config = resolve_config(
         str(REPO_ROOT / "configs" / "cifar10_resnet56_resnet20_quick.json"), run_dir=str(tmp_path))
     wrong_size = tiny_resnet((4, 8, 12))  # 16x16 images
     with pytest.raises(ConfigError, match=r"images of shape \(16, 16, 3\).*feeds \(32, 32, 3\)"):
-        experiment.check_model_fits(wrong_size, config, 10, "x.keras")
+        check_model_fits(wrong_size, config, 10, "x.keras")
     hundred = hksan_keras.models.cifar_resnet(8, num_classes=100)
     with pytest.raises(ConfigError, match="100 classes, but cifar10 has 10"):
-        experiment.check_model_fits(hundred, config, 10, "x.keras")
+        check_model_fits(hundred, config, 10, "x.keras")
 
 
 def test_a_diverging_run_stops_naming_the_term_and_keeps_the_last_good_checkpoint(
