@@ -15,7 +15,8 @@ Public API:
     data            tf.data pipelines (TFDS, numpy arrays, image folders)
     callbacks       per-epoch metrics, summaries, best-student checkpoint
     export          SavedModel and TFLite export
-    experiment      config-driven steps behind the hksan-keras command
+    experiment      config-driven steps behind the hksan-keras command (configs
+                    resolved by `config.resolve_config`, run directories in `runs`)
 """
 
 from hksan_keras import callbacks, data, export, keras_losses, logits, losses, models, taps
