@@ -296,9 +296,18 @@ def prepared_builder(name, data_dir, manual_dir=None, download=True):
         builder.download_and_prepare(download_config=config)
     except ImportError as error:
         # Not the network: a module TFDS imports lazily on this path only.
+        # (TFDS re-raises lazy imports without the module's name.)
+        module = error.name or getattr(error.__cause__, "name", None)
+        if module:
+            package = module.split(".")[0]
+            raise MissingDependencyError(
+                f"Preparing TFDS dataset {name!r} needs the Python module "
+                f"{module!r}, which is not installed: pip install {package}"
+            ) from error
         raise MissingDependencyError(
-            f"Preparing TFDS dataset {name!r} needs the Python module "
-            f"{error.name!r}, which is not installed: pip install {error.name}"
+            f"Preparing TFDS dataset {name!r} failed to import a module: "
+            f"{str(error).strip().splitlines()[0] if str(error).strip() else error!r}. "
+            "Install what it names with pip."
         ) from error
     except Exception as error:  # noqa: BLE001 - any failure gets the same explanation
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""

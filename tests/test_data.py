@@ -95,6 +95,17 @@ def test_a_module_missing_on_the_prepare_path_is_named_with_its_pip_command(tmp_
         data.tfds_dataset("cifar100", "train", data_dir=str(tmp_path))
     assert "internet" not in str(caught.value)
 
+    def reraised(self, download_config=None, **kwargs):
+        # As TFDS's lazy imports re-raise: a new error without the name.
+        try:
+            raise ModuleNotFoundError("No module named 'pydub'", name="pydub")
+        except ModuleNotFoundError as cause:
+            raise ModuleNotFoundError("Failed importing pydub. Install it.") from cause
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", reraised)
+    with pytest.raises(data.MissingDependencyError, match="'pydub', which is not installed: pip install pydub"):
+        data.tfds_dataset("cifar100", "train", data_dir=str(tmp_path))
+
 
 def _cifar10_binary_archive(directory, images_per_file=2):
     """A tar.gz laid out as CIFAR-10's binary release: records of 1 label byte + 3072 pixel bytes."""
@@ -135,11 +146,16 @@ def test_a_missing_dataset_is_downloaded_from_its_url_and_prepared_by_tfds(tmp_p
     url = f"http://127.0.0.1:{server.server_port}/{archive.name}"
     real_info = cifar.Cifar10._cifar_info.fget
     monkeypatch.setattr(cifar.Cifar10, "_cifar_info", property(lambda self: real_info(self)._replace(url=url)))
+    # TFDS downloads with requests, which would send 127.0.0.1 through a proxy.
+    for variable in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     try:
         dataset = data.tfds_dataset("cifar10", "train", batch_size=100, data_dir=str(tmp_path / "tfds"))
         images, got = next(iter(dataset))
     finally:
         server.shutdown()
+        server.server_close()
     assert images.shape == (10, 32, 32, 3)
     expected = [label for name in sorted(labels) if name.startswith("data_batch") for label in labels[name]]
     assert sorted(got.numpy().tolist()) == sorted(expected)

@@ -74,6 +74,24 @@ def test_a_dict_spec_overrides_the_methods_defaults_key_by_key(teacher, student)
     assert anc.discriminator.output_layer.units == 1
 
 
+@pytest.mark.parametrize("method", ["anc", "xu"])
+def test_a_layer_spec_keeps_the_methods_defaults_where_it_does_not_change_them(teacher, student, method):
+    cls = hksan_keras.distillers.get(method)
+    distiller = cls(teacher, student, discriminator=hksan_keras.LogitDiscriminator(units=(32,)))
+    settings = distiller.discriminator.settings()
+    assert settings["units"] == [32]
+    # ANC's and Xu's source-only D (and Xu's nu = 0) are kept, as with a dict.
+    assert settings == cls(teacher, student, discriminator={"units": [32]}).discriminator.settings()
+    assert settings["class_head"] is False
+
+
+def test_a_file_saved_before_clipping_existed_loads_without_it(teacher, student):
+    config = hksan_keras.HKSANDistiller(teacher, student).get_config()
+    assert config["global_clipnorm"] == 5.0
+    older = {key: value for key, value in config.items() if key != "global_clipnorm"}
+    assert hksan_keras.HKSANDistiller.from_config(older).global_clipnorm is None
+
+
 @pytest.mark.parametrize("spec, error, message", [
     ({"unit": [16]}, ValueError, r"unknown settings \['unit'\]"),
     ({"perturbation_rate": 1.5}, ValueError, r"perturbation_rate must be in \[0, 1\)"),

@@ -78,6 +78,7 @@ def test_bad_loss_weights_are_named(teacher, student, value, error, message):
         hksan_keras.distillers.KDDistiller(teacher, student, kd_weight=value)
 
 
+@pytest.mark.full  # a subprocess
 def test_unknown_config_keys_and_flags_are_named(tmp_path):
     with pytest.raises(ConfigError, match="Unknown config key 'distill.hksan.squeez_weight'"):
         resolve_config(

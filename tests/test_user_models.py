@@ -338,6 +338,7 @@ def cifar_images(cifar_data_dir):
     return ((images / 255.0 - 0.47) / 0.25).astype("float32"), labels.astype("int32")
 
 
+@pytest.mark.full  # trains on real CIFAR-10
 @pytest.mark.parametrize("learning_rate", [0.05, 0.1])
 def test_hksan_defaults_train_a_plain_cnn_pair_without_batch_norm(cifar_images, learning_rate):
     # Without clipping the logit, attention and squeeze terms together made
@@ -358,7 +359,7 @@ def test_hksan_defaults_train_a_plain_cnn_pair_without_batch_norm(cifar_images, 
 
 
 def test_hksan_defaults_train_a_tiny_student_from_an_untrained_teacher():
-    from conftest import fast_tier_keeps, tiny_resnet
+    from conftest import tiny_resnet
 
     rng = np.random.default_rng(0)
     images = rng.normal(size=(320, 16, 16, 3)).astype("float32")

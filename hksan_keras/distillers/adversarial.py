@@ -65,9 +65,13 @@ class AdversarialDistiller(Distiller):
             the discriminator is neither run nor trained.
         discriminator: The discriminator's spec: `None` (the method's
             default), a `LogitDiscriminator` that is not built yet (its
-            settings are copied, see `LogitDiscriminator.SETTINGS`), or a
-            dict of `LogitDiscriminator` arguments, which override the
-            method's default spec key by key (e.g. `{"units": [128]}`).
+            settings that differ from `LogitDiscriminator`'s defaults
+            override the method's: `LogitDiscriminator(units=(512, 512))`
+            keeps ANC's source-only D; to set a value equal to
+            `LogitDiscriminator`'s default where the method's differs, such
+            as `class_head=True` for ANC, use a dict), or a dict of
+            `LogitDiscriminator` arguments, which override the method's
+            default spec key by key (e.g. `{"units": [128]}`).
             The distiller builds its own D from it, for its class count, in
             float32, as the attribute `discriminator`.
         discriminator_steps: k_D, discriminator updates per student update.
@@ -93,7 +97,7 @@ class AdversarialDistiller(Distiller):
     CONDITIONAL = False
     # The method's discriminator: these settings over LogitDiscriminator's defaults.
     DISCRIMINATOR = {}
-    # Options that older versions took and saved; `from_config` names them.
+    # Options of older versions (see Distiller.REMOVED_OPTIONS).
     REMOVED_OPTIONS = {
         "kd_weight": 0.0,
         "kd_temperature": ANY_VALUE,
@@ -137,6 +141,11 @@ class AdversarialDistiller(Distiller):
                 f"discriminator_steps must be >= 1, got {discriminator_steps}."
             )
         check_weights(logit_weight=logit_weight, adversarial_weight=adversarial_weight)
+        if logit_distance == "standardized":
+            raise ValueError(
+                "logit_distance='standardized' was removed (it lost on validation, "
+                "docs/results.md); use 'relative' (the default) or 'squared'."
+            )
         if logit_distance not in losses.LOGIT_DISTANCES:
             raise ValueError(
                 f"logit_distance must be one of {losses.LOGIT_DISTANCES}, got {logit_distance!r}."
@@ -177,7 +186,15 @@ class AdversarialDistiller(Distiller):
                     "discriminator must be a LogitDiscriminator that is not built "
                     "yet: the distiller copies its settings, not its weights."
                 )
-            settings, num_classes = spec.settings(), spec.num_classes
+            # An instance overrides the method's defaults where it differs
+            # from LogitDiscriminator's own, so LogitDiscriminator(units=...)
+            # keeps ANC's and Xu's source-only D.
+            defaults = LogitDiscriminator.default_settings()
+            settings = {
+                name: value for name, value in spec.settings().items()
+                if value != defaults[name]
+            }
+            num_classes = spec.num_classes
         elif spec is None or isinstance(spec, dict):
             settings = dict(spec or {})
             num_classes = settings.pop("num_classes", None)

@@ -113,6 +113,8 @@ def clip_by_global_norm(gradients, clipnorm, loss_scale=1.0):
     import tensorflow as tf
 
     present = [g for g in gradients if g is not None]
+    if not present:
+        return gradients, ops.zeros((), "float32")
     context = tf.distribute.get_replica_context()
     if context is not None and context.num_replicas_in_sync > 1:
         present = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
@@ -269,10 +271,9 @@ class Distiller(keras.Model):
 
     LOSS_TERMS = ("label_loss",)
     USES_TEACHER = True
-    # Constructor options that older versions took and saved: `from_config`
-    # refuses a config that sets one, naming it.
-    # Options of older versions: {name: the value whose behaviour is kept}
-    # (see checks.drop_removed_options).
+    # Options of older versions: {name: the value whose behaviour is kept}.
+    # `from_config` drops them where a saved config holds that value and
+    # refuses other values by name (see checks.drop_removed_options).
     REMOVED_OPTIONS = {}
 
     def __init__(self, teacher, student, label_weight=1.0, global_clipnorm=None, **kwargs):
@@ -651,6 +652,9 @@ class Distiller(keras.Model):
     @classmethod
     def from_config(cls, config):
         config = drop_removed_options(cls.__name__, config, cls.REMOVED_OPTIONS)
+        # Files saved before gradient clipping existed trained without it;
+        # they keep doing so (HKSAN's default would otherwise switch it on).
+        config.setdefault("global_clipnorm", None)
         for role in ("teacher", "student"):
             config[role] = keras.saving.deserialize_keras_object(config[role])
         return cls(**config)
