@@ -204,7 +204,7 @@ def test_no_discriminator_work_without_adversarial_weight(teacher, student, batc
 
 @pytest.mark.parametrize("argument, value, message", [
     ("logit_distance", "cosine", "logit_distance must be one of"),
-    ("logit_distance", "standardized", "logit_distance must be one of"),
+    ("logit_distance", "standardized", "logit_distance=.standardized. was removed"),
     ("squeeze_target", "both", "squeeze_target must be one of"),
 ])
 def test_bad_options_are_named(teacher, student, argument, value, message):
