@@ -110,14 +110,10 @@ def clip_by_global_norm(gradients, clipnorm, loss_scale=1.0):
         `min(1, clipnorm / norm)`, and the unscaled global norm before
         clipping (a float32 scalar).
     """
-    import tensorflow as tf
-
     present = [g for g in gradients if g is not None]
     if not present:
         return gradients, ops.zeros((), "float32")
-    context = tf.distribute.get_replica_context()
-    if context is not None and context.num_replicas_in_sync > 1:
-        present = context.all_reduce(tf.distribute.ReduceOp.SUM, present)
+    present = _cross_replica_sum(present)
     norm = ops.sqrt(ops.sum(ops.stack([ops.sum(ops.square(g)) for g in present])))
     norm = norm / ops.cast(loss_scale, norm.dtype)
     factor = ops.minimum(1.0, clipnorm / ops.maximum(norm, 1e-12))
