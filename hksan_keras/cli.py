@@ -23,6 +23,7 @@ from hksan_keras import experiment, export, report, visualize
 from hksan_keras.callbacks import DivergenceError
 from hksan_keras.config import ConfigError, resolve_config
 from hksan_keras.data import MissingDependencyError
+from hksan_keras.distillers import METHODS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Experiment config, a JSON file (see configs/).")
@@ -31,7 +32,7 @@ flags.DEFINE_multi_string(
 )
 flags.DEFINE_string("run_dir", None, "Run directory (default: the config's, else runs/<name>).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: data.data_dir, else $TFDS_DATA_DIR).")
-flags.DEFINE_string("method", None, "distill/experiment/export: the method (student, kd, dkd, fitnets, at, nst, anc, xu, hksan); overrides distill.method.")
+flags.DEFINE_string("method", None, f"distill/experiment/export: the method ({', '.join(METHODS)}); overrides distill.method (each method's options: docs/options.md).")
 flags.DEFINE_string("model", None, "evaluate/export/report/visualize: a .keras model instead of the run's own.")
 flags.DEFINE_enum("format", "tf_saved_model", ["tf_saved_model", "tflite"], "export: the format.")
 flags.DEFINE_enum("quantization", "float32", ["float32", "float16", "dynamic", "int8"], "export --format=tflite: float32, float16 weights, dynamic-range int8 weights, or full-integer int8 (calibrated on training images).")

@@ -12,36 +12,12 @@ import json
 import os
 
 from hksan_keras import models
-from hksan_keras.attention import HIERARCHIES, SQUEEZE_TARGETS
-from hksan_keras.discriminators import LogitDiscriminator
 from hksan_keras.distillers import METHODS
 from hksan_keras.distribute import STRATEGIES
-from hksan_keras.losses import LOGIT_DISTANCES
 
 
 class ConfigError(ValueError):
     """A config file, key or value that cannot be used, with the fix in its message."""
-
-
-# The options shared by the adversarial methods (AdversarialDistiller).
-_ADVERSARIAL = {
-    "logit_distance": "relative",
-    "adversarial_weight": 0.1,
-    "discriminator_steps": 1,
-}
-
-
-def _discriminator(**settings):
-    """A method's discriminator spec: the settings of hksan_keras.LogitDiscriminator."""
-    return {
-        "units": [256, 256],
-        "regularization": 1e-5,
-        "class_head": True,
-        "fake_as_real_weight": 0.1,
-        "perturbation_rate": 0.5,
-        "batch_norm_momentum": 0.9,
-        **settings,
-    }
 
 
 # Keys of older versions that are nested now: {old key: new path}.
@@ -116,50 +92,16 @@ DEFAULTS = {
         "num_stages": None,
         "teacher_stages": None,
         "student_stages": None,
-        # One section per method: the constructor arguments of its distiller
-        # (hksan_keras.distillers.METHODS), defaults as documented there.
-        "student": {"label_weight": 1.0},
-        "kd": {"temperature": 4.0, "kd_weight": 0.9, "label_weight": 0.1},
-        "dkd": {
-            "alpha": 1.0,
-            "beta": 8.0,
-            "temperature": 4.0,
-            "warmup_epochs": 20,
-            "label_weight": 1.0,
-        },
-        "fitnets": {"hint_stage": None, "hint_weight": 100.0, "label_weight": 1.0},
-        "at": {"at_weight": 1000.0, "p": 2.0, "label_weight": 1.0},
-        "nst": {"nst_weight": 50.0, "label_weight": 1.0},
-        "anc": {
-            "logit_weight": 10.0,
-            "label_weight": 1.0,
-            **_ADVERSARIAL,
-            "discriminator": _discriminator(class_head=False),
-        },
-        "xu": {
-            "logit_weight": 1.0,
-            "label_weight": 1.0,
-            **_ADVERSARIAL,
-            "logit_distance": "l1",
-            "discriminator": _discriminator(class_head=False, fake_as_real_weight=0.0),
-        },
-        "hksan": {
-            "hierarchy": "hierarchical",
-            "normalize_features": True,
-            "squeeze_target": "guided",
-            "normalize_guide": True,
-            "descriptor_units": 128,
-            "logit_weight": 10.0,
-            "squeeze_weight": 0.3,
-            "attention_weight": 1000.0,
-            "label_weight": 1.0,
-            "task_weight": 1.0,
-            **_ADVERSARIAL,
-            "discriminator": _discriminator(),
-            "pretrain_teacher_attention_epochs": 0,
-            "global_clipnorm": 5.0,
-        },
+        # One section per method, from its distiller's OPTIONS declaration
+        # (hksan_keras.options; every key and default: docs/options.md).
+        **{method: cls.OPTIONS.config_defaults() for method, cls in METHODS.items()},
     },
+}
+
+# The Python type of a config value of each kind of method option.
+_KIND_TYPES = {
+    "weight": float, "positive": float, "count": int, "steps": int, "integer": int,
+    "flag": bool, "names": list, "spec": dict,
 }
 
 # Keys whose value may be null or a value of this type.
@@ -176,8 +118,12 @@ _NULLABLE = {
     "distill.num_stages": int,
     "distill.teacher_stages": list,
     "distill.student_stages": list,
-    "distill.fitnets.hint_stage": int,
-    "distill.hksan.global_clipnorm": float,
+    **{
+        f"distill.{method}.{option.name}": _KIND_TYPES.get(option.kind, type(option.default))
+        for method, cls in METHODS.items()
+        for option in cls.OPTIONS
+        if option.config and option.nullable and option.kind != "spec"
+    },
 }
 
 
@@ -294,14 +240,6 @@ def save_config(config, path):
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
-# Config options that take one of a few names, checked before training.
-_CHOICES = {
-    "hksan.hierarchy": HIERARCHIES,
-    "hksan.squeeze_target": SQUEEZE_TARGETS,
-    **{f"{method}.logit_distance": LOGIT_DISTANCES for method in ("anc", "xu", "hksan")},
-}
-
-
 def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
     """Loads, overrides and checks a config before anything is trained.
 
@@ -346,19 +284,13 @@ def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
         raise ConfigError(
             f"mixed_precision must be one of {PRECISIONS}, got {config['mixed_precision']!r}."
         )
-    for key, choices in _CHOICES.items():
-        method, option = key.split(".")
-        value = config["distill"][method][option]
-        if value not in choices:
-            raise ConfigError(
-                f"distill.{key} must be one of {choices}, got {value!r}."
-            )
-    for method, options in config["distill"].items():
-        if isinstance(options, dict) and "discriminator" in options:
-            try:
-                LogitDiscriminator.check_settings(**options["discriminator"])
-            except (TypeError, ValueError) as error:
-                raise ConfigError(f"distill.{method}.discriminator: {error}") from None
+    # Every method's section, not only the chosen method's: a bad value is
+    # a mistake wherever it is, and is named before anything trains.
+    for method, cls in METHODS.items():
+        try:
+            cls.OPTIONS.check(config["distill"][method], where=f"distill.{method}.")
+        except (TypeError, ValueError) as error:
+            raise ConfigError(str(error)) from None
     for section in ("teacher", "distill"):
         if config[section]["epochs"] < 1:
             raise ConfigError(f"{section}.epochs must be >= 1.")

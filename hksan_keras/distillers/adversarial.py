@@ -10,12 +10,66 @@ from hksan_keras.checks import ANY_VALUE
 from hksan_keras.discriminators import LogitDiscriminator
 from hksan_keras.distillers.base import (
     Distiller,
-    check_weights,
     cross_replica_mean,
     gradients_of_examples,
     replica_share,
     where_examples,
 )
+from hksan_keras.options import Option
+
+
+def check_discriminator_spec(spec):
+    """Raises if `spec` does not describe a discriminator (see `AdversarialDistiller`).
+
+    Args:
+        spec: `None`, an unbuilt `LogitDiscriminator`, or a dict of its
+            settings (and optionally `num_classes`).
+
+    Raises:
+        ValueError: The layer is built, the dict names an unknown setting,
+            or a setting is outside its values (`LogitDiscriminator.check_settings`).
+        TypeError: The spec is of another type.
+    """
+    if spec is None:
+        return
+    if isinstance(spec, LogitDiscriminator):
+        if spec.built:
+            raise ValueError(
+                "discriminator must be a LogitDiscriminator that is not built "
+                "yet: the distiller copies its settings, not its weights."
+            )
+        return
+    if not isinstance(spec, dict):
+        raise TypeError(
+            "discriminator must be None, a LogitDiscriminator or a dict of its "
+            f"arguments, got {spec!r}."
+        )
+    settings = {key: value for key, value in spec.items() if key != "num_classes"}
+    unknown = sorted(set(settings) - set(LogitDiscriminator.SETTINGS))
+    if unknown:
+        raise ValueError(
+            f"discriminator has unknown settings {unknown}; a "
+            f"LogitDiscriminator takes {list(LogitDiscriminator.SETTINGS)}."
+        )
+    LogitDiscriminator.check_settings(**settings)
+
+
+def discriminator_option(**settings):
+    """The `discriminator` option of a method whose D has these settings.
+
+    Args:
+        **settings: The method's settings that differ from
+            `LogitDiscriminator`'s defaults.
+
+    Returns:
+        An `Option` whose default is the method's complete spec.
+    """
+    return Option(
+        "discriminator", {**LogitDiscriminator.default_settings(), **settings}, "spec",
+        "the logit discriminator D; a dict overrides this spec key by key",
+        nullable=True, check=check_discriminator_spec,
+        values="a dict of LogitDiscriminator settings, an unbuilt LogitDiscriminator, or None (the default)",
+    )
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -48,8 +102,8 @@ class AdversarialDistiller(Distiller):
     D is described by one argument, `discriminator`, a `LogitDiscriminator`
     spec (its widths, class head and regularisers: `units`,
     `class_head`, `regularization` mu, `fake_as_real_weight` nu,
-    `perturbation_rate`); each method's default spec is its class's
-    `DISCRIMINATOR` over `LogitDiscriminator`'s defaults.
+    `perturbation_rate`); each method's default spec is the default of its
+    `discriminator` option (docs/options.md).
 
     Args:
         teacher, student: As for `Distiller`.
@@ -63,8 +117,8 @@ class AdversarialDistiller(Distiller):
             et al.'s).
         adversarial_weight: Weight of the student's adversarial term; at 0
             the discriminator is neither run nor trained.
-        discriminator: The discriminator's spec: `None` (the method's
-            default), a `LogitDiscriminator` that is not built yet (its
+        discriminator: The discriminator's spec: the method's default spec
+            (or `None`, the same), a `LogitDiscriminator` that is not built yet (its
             settings that differ from `LogitDiscriminator`'s defaults
             override the method's: `LogitDiscriminator(units=(512, 512))`
             keeps ANC's source-only D; to set a value equal to
@@ -75,9 +129,9 @@ class AdversarialDistiller(Distiller):
             The distiller builds its own D from it, for its class count, in
             float32, as the attribute `discriminator`.
         discriminator_steps: k_D, discriminator updates per student update.
+        label_weight, global_clipnorm: See `Distiller`.
         seed: Seed of the perturbation dropout.
-        **kwargs: `label_weight`, `global_clipnorm` (see `Distiller`) and
-            standard `keras.Model` arguments.
+        **kwargs: Standard `keras.Model` arguments.
 
     Raises:
         ValueError: If a weight is negative, `discriminator_steps` is below
@@ -95,8 +149,22 @@ class AdversarialDistiller(Distiller):
         "discriminator_loss",
     )
     CONDITIONAL = False
-    # The method's discriminator: these settings over LogitDiscriminator's defaults.
-    DISCRIMINATOR = {}
+    # The logit weight and the discriminator are HKSAN's, chosen on
+    # validation (docs/results.md); ANC and HKSAN share them.
+    OPTIONS = Distiller.OPTIONS.extend(
+        Option("logit_weight", 10.0, "weight", "weight of the logit-matching term"),
+        Option("logit_distance", "relative", "choice",
+               "the logit-matching distance: L2 over the teacher's logit variance, raw L2, or L1",
+               choices=losses.LOGIT_DISTANCES,
+               removed=(("standardized", "it lost on validation (docs/results.md); use 'relative' "
+                                         "(the default) or 'squared'"),)),
+        Option("adversarial_weight", 0.1, "weight",
+               "weight of the student's adversarial term; at 0 D is neither run nor trained"),
+        discriminator_option(),
+        Option("discriminator_steps", 1, "steps", "k_D, discriminator updates per student update"),
+        Option("seed", None, "integer", "seed of the perturbation dropout (configs: the run's seed)",
+               nullable=True, config=False),
+    )
     # Options of older versions (see Distiller.REMOVED_OPTIONS).
     REMOVED_OPTIONS = {
         "kd_weight": 0.0,
@@ -120,12 +188,14 @@ class AdversarialDistiller(Distiller):
         self,
         teacher,
         student,
-        logit_weight=10.0,
-        logit_distance="relative",
-        adversarial_weight=0.1,
-        discriminator=None,
-        discriminator_steps=1,
-        seed=None,
+        logit_weight=OPTIONS.logit_weight,
+        logit_distance=OPTIONS.logit_distance,
+        adversarial_weight=OPTIONS.adversarial_weight,
+        discriminator=OPTIONS.discriminator,
+        discriminator_steps=OPTIONS.discriminator_steps,
+        label_weight=OPTIONS.label_weight,
+        global_clipnorm=OPTIONS.global_clipnorm,
+        seed=OPTIONS.seed,
         **kwargs,
     ):
         moved = [name for name in self.MOVED_OPTIONS if name in kwargs]
@@ -135,21 +205,9 @@ class AdversarialDistiller(Distiller):
                 f"{', '.join(moved)}: settings of the discriminator now; pass "
                 f"discriminator={spec!r} (see hksan_keras.LogitDiscriminator)."
             )
-        super().__init__(teacher, student, **kwargs)
-        if int(discriminator_steps) < 1:
-            raise ValueError(
-                f"discriminator_steps must be >= 1, got {discriminator_steps}."
-            )
-        check_weights(logit_weight=logit_weight, adversarial_weight=adversarial_weight)
-        if logit_distance == "standardized":
-            raise ValueError(
-                "logit_distance='standardized' was removed (it lost on validation, "
-                "docs/results.md); use 'relative' (the default) or 'squared'."
-            )
-        if logit_distance not in losses.LOGIT_DISTANCES:
-            raise ValueError(
-                f"logit_distance must be one of {losses.LOGIT_DISTANCES}, got {logit_distance!r}."
-            )
+        AdversarialDistiller.OPTIONS.check(locals())
+        super().__init__(teacher, student, label_weight=label_weight, global_clipnorm=global_clipnorm,
+                         **kwargs)
         self.logit_weight = float(logit_weight)
         self.logit_distance = logit_distance
         self.adversarial_weight = float(adversarial_weight)
@@ -180,12 +238,8 @@ class AdversarialDistiller(Distiller):
                 another class count.
             TypeError: The spec is of another type.
         """
+        check_discriminator_spec(spec)
         if isinstance(spec, LogitDiscriminator):
-            if spec.built:
-                raise ValueError(
-                    "discriminator must be a LogitDiscriminator that is not built "
-                    "yet: the distiller copies its settings, not its weights."
-                )
             # An instance overrides the method's defaults where it differs
             # from LogitDiscriminator's own, so LogitDiscriminator(units=...)
             # keeps ANC's and Xu's source-only D.
@@ -195,26 +249,15 @@ class AdversarialDistiller(Distiller):
                 if value != defaults[name]
             }
             num_classes = spec.num_classes
-        elif spec is None or isinstance(spec, dict):
+        else:
             settings = dict(spec or {})
             num_classes = settings.pop("num_classes", None)
-            unknown = sorted(set(settings) - set(LogitDiscriminator.SETTINGS))
-            if unknown:
-                raise ValueError(
-                    f"discriminator has unknown settings {unknown}; a "
-                    f"LogitDiscriminator takes {list(LogitDiscriminator.SETTINGS)}."
-                )
-        else:
-            raise TypeError(
-                "discriminator must be None, a LogitDiscriminator or a dict of its "
-                f"arguments, got {spec!r}."
-            )
         if num_classes is not None and int(num_classes) != self.num_classes:
             raise ValueError(
                 f"discriminator has num_classes={num_classes}, but the models "
                 f"predict {self.num_classes} classes; leave it out."
             )
-        return {**LogitDiscriminator.default_settings(), **self.DISCRIMINATOR, **settings}
+        return {**self.OPTIONS["discriminator"].default, **settings}
 
     def compile(self, optimizer="adam", d_optimizer=None, **kwargs):
         """Configures the two optimizers.

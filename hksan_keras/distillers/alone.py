@@ -17,7 +17,9 @@ class StudentAlone(Distiller):
     Args:
         teacher: A `keras.Model` giving logits (not used in training).
         student: The `keras.Model` to train.
-        **kwargs: `label_weight` and standard `keras.Model` arguments.
+        label_weight: Weight of the label cross-entropy.
+        global_clipnorm: See `Distiller`.
+        **kwargs: Standard `keras.Model` arguments.
 
     Example:
 
@@ -28,6 +30,8 @@ class StudentAlone(Distiller):
 
     USES_TEACHER = False
 
-    def __init__(self, teacher, student, **kwargs):
+    def __init__(self, teacher, student, label_weight=Distiller.OPTIONS.label_weight,
+                 global_clipnorm=Distiller.OPTIONS.global_clipnorm, **kwargs):
         kwargs.setdefault("name", "student_alone")
-        super().__init__(teacher, student, **kwargs)
+        super().__init__(teacher, student, label_weight=label_weight, global_clipnorm=global_clipnorm,
+                         **kwargs)

@@ -2,7 +2,7 @@
 
 import keras
 
-from hksan_keras.distillers.adversarial import AdversarialDistiller
+from hksan_keras.distillers.adversarial import AdversarialDistiller, discriminator_option
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -34,10 +34,9 @@ class ANCDistiller(AdversarialDistiller):
             raw L2) or "l1".
         adversarial_weight: Weight of the student's adversarial term.
         label_weight: Weight of the student's label cross-entropy.
-        discriminator: The discriminator's spec: `None` for ANC's
-            (`DISCRIMINATOR`: no class head, otherwise
-            `LogitDiscriminator`'s defaults: units (256, 256),
-            regularization 1e-5, fake_as_real_weight 0.1,
+        discriminator: The discriminator's spec: ANC's by default (no class
+            head, otherwise `LogitDiscriminator`'s defaults: units (256,
+            256), regularization 1e-5, fake_as_real_weight 0.1,
             perturbation_rate 0.5), a `LogitDiscriminator` not built yet, or
             a dict of its arguments over ANC's (see `AdversarialDistiller`).
         discriminator_steps: k_D, discriminator updates per student update.
@@ -58,11 +57,13 @@ class ANCDistiller(AdversarialDistiller):
     >>> distiller.fit(train_ds, epochs=10)
     """
 
-    DISCRIMINATOR = {"class_head": False}
+    # D has a source output only: the class head is HKSAN's addition.
+    OPTIONS = AdversarialDistiller.OPTIONS.extend(discriminator_option(class_head=False))
 
-    def __init__(self, teacher, student, logit_weight=10.0, logit_distance="relative",
-                 adversarial_weight=0.1, label_weight=1.0, discriminator=None,
-                 discriminator_steps=1, global_clipnorm=None, seed=None, **kwargs):
+    def __init__(self, teacher, student, logit_weight=OPTIONS.logit_weight, logit_distance=OPTIONS.logit_distance,
+                 adversarial_weight=OPTIONS.adversarial_weight, discriminator=OPTIONS.discriminator,
+                 discriminator_steps=OPTIONS.discriminator_steps, label_weight=OPTIONS.label_weight,
+                 global_clipnorm=OPTIONS.global_clipnorm, seed=OPTIONS.seed, **kwargs):
         kwargs.setdefault("name", "anc_distiller")
         super().__init__(
             teacher, student, logit_weight=logit_weight, logit_distance=logit_distance,

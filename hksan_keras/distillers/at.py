@@ -3,7 +3,8 @@
 import keras
 
 from hksan_keras import losses
-from hksan_keras.distillers.base import StageDistiller, check_weights
+from hksan_keras.distillers.base import StageDistiller
+from hksan_keras.options import Option
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -21,7 +22,12 @@ class ATDistiller(StageDistiller):
         student: `keras.Model` giving logits for the same classes.
         at_weight: Weight of the attention term.
         p: Power of the attention maps.
-        **kwargs: `StageDistiller` arguments (stages, `label_weight`, `name`).
+        teacher_stages, student_stages, num_stages, label_weight,
+            global_clipnorm: See `StageDistiller` and `Distiller`.
+        **kwargs: Standard `keras.Model` arguments (`name`).
+
+    Raises:
+        TypeError, ValueError: An option outside its values (docs/options.md).
 
     Example:
 
@@ -31,11 +37,21 @@ class ATDistiller(StageDistiller):
     """
 
     LOSS_TERMS = ("label_loss", "attention_loss")
+    # RepDistiller's and mdistiller's setting.
+    OPTIONS = StageDistiller.OPTIONS.extend(
+        Option("at_weight", 1000.0, "weight", "weight of the attention term"),
+        Option("p", 2.0, "positive", "power of the attention maps, mean over channels of |F|^p"),
+    )
 
-    def __init__(self, teacher, student, at_weight=1000.0, p=2.0, **kwargs):
+    def __init__(self, teacher, student, at_weight=OPTIONS.at_weight, p=OPTIONS.p,
+                 teacher_stages=OPTIONS.teacher_stages,
+                 student_stages=OPTIONS.student_stages, num_stages=OPTIONS.num_stages,
+                 label_weight=OPTIONS.label_weight, global_clipnorm=OPTIONS.global_clipnorm, **kwargs):
+        ATDistiller.OPTIONS.check(locals())
         kwargs.setdefault("name", "at_distiller")
-        super().__init__(teacher, student, **kwargs)
-        check_weights(at_weight=at_weight)
+        super().__init__(teacher, student, teacher_stages=teacher_stages, student_stages=student_stages,
+                         num_stages=num_stages, label_weight=label_weight,
+                         global_clipnorm=global_clipnorm, **kwargs)
         self.at_weight = float(at_weight)
         self.p = float(p)
 

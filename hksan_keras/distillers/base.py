@@ -14,13 +14,12 @@ from keras import ops
 
 from hksan_keras.checks import (
     check_batch,
-    check_positive,
     check_same_input_shape,
-    check_weights,
     drop_removed_options,
     first_batch,
 )
 from hksan_keras.logits import check_last_activation, check_logits
+from hksan_keras.options import Option, Options
 from hksan_keras.losses import class_indices, label_loss, prepare_labels
 from hksan_keras.taps import (
     image_shape,
@@ -271,8 +270,19 @@ class Distiller(keras.Model):
     # `from_config` drops them where a saved config holds that value and
     # refuses other values by name (see checks.drop_removed_options).
     REMOVED_OPTIONS = {}
+    # The options of the method (hksan_keras.options): each subclass extends
+    # its parent's; defaults, checks, config keys and docs/options.md come
+    # from here.
+    OPTIONS = Options([
+        Option("label_weight", 1.0, "weight", "weight of the student's label cross-entropy"),
+        Option("global_clipnorm", None, "positive",
+               "clip the student side's update to this global L2 norm (Pascanu et al. 2013); "
+               "None: no clipping", nullable=True),
+    ])
 
-    def __init__(self, teacher, student, label_weight=1.0, global_clipnorm=None, **kwargs):
+    def __init__(self, teacher, student, label_weight=OPTIONS.label_weight,
+                 global_clipnorm=OPTIONS.global_clipnorm, **kwargs):
+        Distiller.OPTIONS.check(locals())
         super().__init__(**kwargs)
         require_model(teacher, "teacher")
         require_model(student, "student")
@@ -291,9 +301,6 @@ class Distiller(keras.Model):
         if shapes["teacher"] is not None and shapes["student"] is not None:
             check_same_input_shape(teacher, student)
         self.image_shape = known
-        check_weights(label_weight=label_weight)
-        if global_clipnorm is not None:
-            check_positive(global_clipnorm=global_clipnorm)
         self.num_classes = teacher_classes
         self.teacher = teacher
         self.teacher.trainable = False
@@ -672,18 +679,30 @@ class StageDistiller(Distiller):
             `None` detects them.
         student_stages: The same for the student.
         num_stages: With detection, keep only the deepest `num_stages`.
-        **kwargs: `label_weight` and standard `keras.Model` arguments.
+        **kwargs: `label_weight`, `global_clipnorm` and standard
+            `keras.Model` arguments.
     """
+
+    # The stages are set by the config's `distill` section, shared by every
+    # stage method, hence not keys of the method's own section.
+    OPTIONS = Distiller.OPTIONS.extend(
+        Option("teacher_stages", None, "names",
+               "the teacher's stage layers, shallow to deep; None: detected", nullable=True, config=False),
+        Option("student_stages", None, "names", "the same for the student", nullable=True, config=False),
+        Option("num_stages", None, "steps", "with detection, keep only the deepest num_stages",
+               nullable=True, config=False),
+    )
 
     def __init__(
         self,
         teacher,
         student,
-        teacher_stages=None,
-        student_stages=None,
-        num_stages=None,
+        teacher_stages=OPTIONS.teacher_stages,
+        student_stages=OPTIONS.student_stages,
+        num_stages=OPTIONS.num_stages,
         **kwargs,
     ):
+        StageDistiller.OPTIONS.check(locals())
         super().__init__(teacher, student, **kwargs)
         self.teacher_stages = resolve_stages(
             teacher, teacher_stages, num_stages, role="teacher"

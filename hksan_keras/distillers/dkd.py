@@ -6,7 +6,8 @@ import keras
 from keras import ops
 
 from hksan_keras import losses
-from hksan_keras.distillers.base import Distiller, check_weights
+from hksan_keras.distillers.base import Distiller
+from hksan_keras.options import Option
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -27,9 +28,13 @@ class DKDDistiller(Distiller):
         beta: Weight of NCKD.
         temperature: T.
         warmup_steps: Student steps over which the DKD weight rises linearly
-            to 1; 0 for none.
+            to 1; 0 for none. (Configs set `warmup_epochs` instead.)
         label_weight: Weight of the label cross-entropy.
+        global_clipnorm: See `Distiller` (None: no clipping, as in the paper).
         **kwargs: Standard `keras.Model` arguments.
+
+    Raises:
+        TypeError, ValueError: An option outside its values (docs/options.md).
 
     Example:
 
@@ -39,13 +44,24 @@ class DKDDistiller(Distiller):
     """
 
     LOSS_TERMS = ("label_loss", "dkd_loss")
+    # mdistiller's CIFAR setting (alpha 1, beta 8, T 4, a 20-epoch warm-up).
+    OPTIONS = Distiller.OPTIONS.extend(
+        Option("alpha", 1.0, "weight", "weight of TCKD, the target-class term"),
+        Option("beta", 8.0, "weight", "weight of NCKD, the non-target-class term"),
+        Option("temperature", 4.0, "positive", "T, the softmax temperature"),
+        Option("warmup_steps", 0, "count",
+               "student steps over which the DKD weight rises linearly to 1; 0: none", config=False),
+        Option("warmup_epochs", 20, "count",
+               "the warm-up in epochs (configs; converted to warmup_steps)", constructor=False),
+    )
 
-    def __init__(self, teacher, student, alpha=1.0, beta=8.0, temperature=4.0, warmup_steps=0, label_weight=1.0, **kwargs):
+    def __init__(self, teacher, student, alpha=OPTIONS.alpha, beta=OPTIONS.beta,
+                 temperature=OPTIONS.temperature, warmup_steps=OPTIONS.warmup_steps,
+                 label_weight=OPTIONS.label_weight, global_clipnorm=OPTIONS.global_clipnorm, **kwargs):
+        DKDDistiller.OPTIONS.check(locals())
         kwargs.setdefault("name", "dkd_distiller")
-        super().__init__(teacher, student, label_weight=label_weight, **kwargs)
-        check_weights(alpha=alpha, beta=beta, warmup_steps=warmup_steps)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
+        super().__init__(teacher, student, label_weight=label_weight, global_clipnorm=global_clipnorm,
+                         **kwargs)
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.temperature = float(temperature)

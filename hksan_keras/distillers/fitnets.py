@@ -3,7 +3,8 @@
 import keras
 
 from hksan_keras import losses
-from hksan_keras.distillers.base import StageDistiller, check_weights
+from hksan_keras.distillers.base import StageDistiller
+from hksan_keras.options import Option
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -23,7 +24,12 @@ class FitNetsDistiller(StageDistiller):
         hint_stage: Index of the hinted stage in the stage lists; `None` for
             the middle one.
         hint_weight: Weight of the hint term.
-        **kwargs: `StageDistiller` arguments (stages, `label_weight`, `name`).
+        teacher_stages, student_stages, num_stages, label_weight,
+            global_clipnorm: See `StageDistiller` and `Distiller`.
+        **kwargs: Standard `keras.Model` arguments (`name`).
+
+    Raises:
+        TypeError, ValueError: An option outside its values (docs/options.md).
 
     Example:
 
@@ -33,11 +39,23 @@ class FitNetsDistiller(StageDistiller):
     """
 
     LOSS_TERMS = ("label_loss", "hint_loss")
+    # The weight is RepDistiller's and mdistiller's.
+    OPTIONS = StageDistiller.OPTIONS.extend(
+        Option("hint_stage", None, "integer",
+               "index of the hinted stage in the stage lists (negative from the deepest); None: the middle one",
+               nullable=True),
+        Option("hint_weight", 100.0, "weight", "weight of the hint term"),
+    )
 
-    def __init__(self, teacher, student, hint_stage=None, hint_weight=100.0, **kwargs):
+    def __init__(self, teacher, student, hint_stage=OPTIONS.hint_stage, hint_weight=OPTIONS.hint_weight,
+                 teacher_stages=OPTIONS.teacher_stages,
+                 student_stages=OPTIONS.student_stages, num_stages=OPTIONS.num_stages,
+                 label_weight=OPTIONS.label_weight, global_clipnorm=OPTIONS.global_clipnorm, **kwargs):
+        FitNetsDistiller.OPTIONS.check(locals())
         kwargs.setdefault("name", "fitnets_distiller")
-        super().__init__(teacher, student, **kwargs)
-        check_weights(hint_weight=hint_weight)
+        super().__init__(teacher, student, teacher_stages=teacher_stages, student_stages=student_stages,
+                         num_stages=num_stages, label_weight=label_weight,
+                         global_clipnorm=global_clipnorm, **kwargs)
         stages = len(self.teacher_stages)
         index = stages // 2 if hint_stage is None else int(hint_stage)
         if not -stages <= index < stages:

@@ -9,9 +9,10 @@ import keras
 from keras import ops
 
 from hksan_keras import losses
-from hksan_keras.attention import HierarchicalSqueeze
+from hksan_keras.attention import HIERARCHIES, SQUEEZE_TARGETS, HierarchicalSqueeze
 from hksan_keras.distillers.adversarial import AdversarialDistiller
-from hksan_keras.distillers.base import StageDistiller, check_weights
+from hksan_keras.distillers.base import StageDistiller
+from hksan_keras.options import Option
 
 
 def task_head_loss(y_true, y_pred):
@@ -127,7 +128,7 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         adversarial_weight: Weight of the student's adversarial term.
         label_weight: Weight of the student's label cross-entropy.
         task_weight: Weight of the attention estimators' task loss.
-        discriminator: The discriminator's spec: `None` for HKSAN's
+        discriminator: The discriminator's spec: HKSAN's by default
             (`LogitDiscriminator`'s defaults: units (256, 256),
             regularization 1e-5, a class head, fake_as_real_weight 0.1,
             perturbation_rate 0.5), a `LogitDiscriminator` not built yet, or
@@ -148,10 +149,13 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         seed: Seed of the perturbation dropout.
         **kwargs: Standard `keras.Model` arguments (e.g. `name`).
 
+    Every option's default and values: docs/options.md.
+
     Raises:
         ValueError: If a weight is negative, a stage cannot be found or
             paired, or an option (or a setting of `discriminator`) is
             outside its values.
+        TypeError: An option of the wrong type (e.g. the string "0.1").
 
     Example:
 
@@ -185,33 +189,60 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         "squeeze_distance": "squared",
         "attention_maps": "activation",
     }
+    # The defaults were chosen on the validation splits of both benchmark
+    # protocols (docs/results.md); attention_weight 1000 is AT's.
+    OPTIONS = AdversarialDistiller.OPTIONS.extend(
+        *[StageDistiller.OPTIONS[name] for name in ("teacher_stages", "student_stages", "num_stages")],
+        Option("hierarchy", "hierarchical", "choice",
+               "'hierarchical': the guide of stage i is [g ; k^(i+1)]; 'flat': g (KSANC's)",
+               choices=HIERARCHIES),
+        Option("normalize_features", True, "flag",
+               "squeeze RMS-normalised stage maps; false: as they come (KSANC's)"),
+        Option("squeeze_target", "guided", "choice",
+               "'guided': k pools the guided map (KSANC's); 'pooled': k pools the feature map",
+               choices=SQUEEZE_TARGETS),
+        Option("normalize_guide", True, "flag",
+               "the hierarchical guides get the deeper squeezed vector normalised, without gradient"),
+        Option("descriptor_units", 128, "steps", "width of the global task descriptor g"),
+        Option("squeeze_weight", 0.3, "weight", "weight of the squeezed-knowledge matching term"),
+        Option("attention_weight", 1000.0, "weight",
+               "weight of AT's activation-map matching at every stage; 0: the papers' method"),
+        Option("task_weight", 1.0, "weight", "weight of the attention estimators' task loss"),
+        Option("train_teacher_attention", True, "flag",
+               "fit trains the teacher's estimators on the labels", config=False),
+        Option("pretrain_teacher_attention_epochs", 0, "count",
+               "epochs of pretrain_teacher_attention before distilling (configs; then frozen)",
+               constructor=False),
+        global_clipnorm=5.0,
+    )
 
     def __init__(
         self,
         teacher,
         student,
-        teacher_stages=None,
-        student_stages=None,
-        num_stages=None,
-        hierarchy="hierarchical",
-        normalize_features=True,
-        squeeze_target="guided",
-        normalize_guide=True,
-        descriptor_units=128,
-        logit_weight=10.0,
-        logit_distance="relative",
-        squeeze_weight=0.3,
-        attention_weight=1000.0,
-        adversarial_weight=0.1,
-        label_weight=1.0,
-        task_weight=1.0,
-        discriminator=None,
-        discriminator_steps=1,
-        train_teacher_attention=True,
-        global_clipnorm=5.0,
-        seed=None,
+        teacher_stages=OPTIONS.teacher_stages,
+        student_stages=OPTIONS.student_stages,
+        num_stages=OPTIONS.num_stages,
+        hierarchy=OPTIONS.hierarchy,
+        normalize_features=OPTIONS.normalize_features,
+        squeeze_target=OPTIONS.squeeze_target,
+        normalize_guide=OPTIONS.normalize_guide,
+        descriptor_units=OPTIONS.descriptor_units,
+        logit_weight=OPTIONS.logit_weight,
+        logit_distance=OPTIONS.logit_distance,
+        squeeze_weight=OPTIONS.squeeze_weight,
+        attention_weight=OPTIONS.attention_weight,
+        adversarial_weight=OPTIONS.adversarial_weight,
+        label_weight=OPTIONS.label_weight,
+        task_weight=OPTIONS.task_weight,
+        discriminator=OPTIONS.discriminator,
+        discriminator_steps=OPTIONS.discriminator_steps,
+        train_teacher_attention=OPTIONS.train_teacher_attention,
+        global_clipnorm=OPTIONS.global_clipnorm,
+        seed=OPTIONS.seed,
         **kwargs,
     ):
+        HKSANDistiller.OPTIONS.check(locals())
         kwargs.setdefault("name", "hksan_distiller")
         super().__init__(
             teacher,
@@ -228,11 +259,6 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
             global_clipnorm=global_clipnorm,
             seed=seed,
             **kwargs,
-        )
-        check_weights(
-            squeeze_weight=squeeze_weight,
-            attention_weight=attention_weight,
-            task_weight=task_weight,
         )
         self.attention_weight = float(attention_weight)
         self.hierarchy = hierarchy

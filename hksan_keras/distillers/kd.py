@@ -3,7 +3,8 @@
 import keras
 
 from hksan_keras import losses
-from hksan_keras.distillers.base import Distiller, check_weights
+from hksan_keras.distillers.base import Distiller
+from hksan_keras.options import Option
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -19,10 +20,14 @@ class KDDistiller(Distiller):
     Args:
         teacher: Trained `keras.Model` giving logits.
         student: `keras.Model` giving logits for the same classes.
-        temperature: T.
-        kd_weight: Weight of the KD term.
-        label_weight: Weight of the label cross-entropy.
+        temperature: T, > 0.
+        kd_weight: Weight of the KD term, >= 0.
+        label_weight: Weight of the label cross-entropy, >= 0.
+        global_clipnorm: See `Distiller` (None: no clipping, as in the paper).
         **kwargs: Standard `keras.Model` arguments.
+
+    Raises:
+        TypeError, ValueError: An option outside its values (docs/options.md).
 
     Example:
 
@@ -32,13 +37,19 @@ class KDDistiller(Distiller):
     """
 
     LOSS_TERMS = ("label_loss", "kd_loss")
+    # RepDistiller's and mdistiller's CIFAR setting.
+    OPTIONS = Distiller.OPTIONS.extend(
+        Option("temperature", 4.0, "positive", "T, the softmax temperature of both networks' logits"),
+        Option("kd_weight", 0.9, "weight", "weight of the KD term"),
+        label_weight=0.1,
+    )
 
-    def __init__(self, teacher, student, temperature=4.0, kd_weight=0.9, label_weight=0.1, **kwargs):
+    def __init__(self, teacher, student, temperature=OPTIONS.temperature, kd_weight=OPTIONS.kd_weight,
+                 label_weight=OPTIONS.label_weight, global_clipnorm=OPTIONS.global_clipnorm, **kwargs):
+        KDDistiller.OPTIONS.check(locals())
         kwargs.setdefault("name", "kd_distiller")
-        super().__init__(teacher, student, label_weight=label_weight, **kwargs)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}.")
-        check_weights(kd_weight=kd_weight)
+        super().__init__(teacher, student, label_weight=label_weight, global_clipnorm=global_clipnorm,
+                         **kwargs)
         self.temperature = float(temperature)
         self.kd_weight = float(kd_weight)
 

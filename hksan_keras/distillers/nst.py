@@ -3,7 +3,8 @@
 import keras
 
 from hksan_keras import losses
-from hksan_keras.distillers.base import StageDistiller, check_weights
+from hksan_keras.distillers.base import StageDistiller
+from hksan_keras.options import Option
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -19,7 +20,12 @@ class NSTDistiller(StageDistiller):
         teacher: Trained `keras.Model` giving logits.
         student: `keras.Model` giving logits for the same classes.
         nst_weight: Weight of the MMD term.
-        **kwargs: `StageDistiller` arguments (stages, `label_weight`, `name`).
+        teacher_stages, student_stages, num_stages, label_weight,
+            global_clipnorm: See `StageDistiller` and `Distiller`.
+        **kwargs: Standard `keras.Model` arguments (`name`).
+
+    Raises:
+        TypeError, ValueError: An option outside its values (docs/options.md).
 
     Example:
 
@@ -29,11 +35,20 @@ class NSTDistiller(StageDistiller):
     """
 
     LOSS_TERMS = ("label_loss", "nst_loss")
+    # RepDistiller's weight.
+    OPTIONS = StageDistiller.OPTIONS.extend(
+        Option("nst_weight", 50.0, "weight", "weight of the MMD term"),
+    )
 
-    def __init__(self, teacher, student, nst_weight=50.0, **kwargs):
+    def __init__(self, teacher, student, nst_weight=OPTIONS.nst_weight,
+                 teacher_stages=OPTIONS.teacher_stages,
+                 student_stages=OPTIONS.student_stages, num_stages=OPTIONS.num_stages,
+                 label_weight=OPTIONS.label_weight, global_clipnorm=OPTIONS.global_clipnorm, **kwargs):
+        NSTDistiller.OPTIONS.check(locals())
         kwargs.setdefault("name", "nst_distiller")
-        super().__init__(teacher, student, **kwargs)
-        check_weights(nst_weight=nst_weight)
+        super().__init__(teacher, student, teacher_stages=teacher_stages, student_stages=student_stages,
+                         num_stages=num_stages, label_weight=label_weight,
+                         global_clipnorm=global_clipnorm, **kwargs)
         self.nst_weight = float(nst_weight)
 
     def loss_terms(self, labels, teacher, student):

@@ -3,7 +3,8 @@ Knowledge Distillation with Conditional Adversarial Networks" (ICLR-W 2018)."""
 
 import keras
 
-from hksan_keras.distillers.adversarial import AdversarialDistiller
+from hksan_keras.distillers.adversarial import AdversarialDistiller, discriminator_option
+from hksan_keras.options import Option
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -16,7 +17,7 @@ class ConditionalAdversarialDistiller(AdversarialDistiller):
 
     The discriminator reads the logits concatenated with the label row
     (one-hot, or the soft row; a conditional GAN) and by default has no class
-    head and no perturbed-sample term (`DISCRIMINATOR`); the L1 logit term
+    head and no perturbed-sample term; the L1 logit term
     follows the pix2pix-style objective that the paper builds on. See
     docs/methods.md for what is read from the paper and what is ours.
 
@@ -28,8 +29,8 @@ class ConditionalAdversarialDistiller(AdversarialDistiller):
             `AdversarialDistiller`).
         adversarial_weight: Weight of the student's adversarial term.
         label_weight: Weight of the student's label cross-entropy.
-        discriminator: The discriminator's spec: `None` for Xu et al.'s
-            (`DISCRIMINATOR`: no class head and fake_as_real_weight 0,
+        discriminator: The discriminator's spec: Xu et al.'s by default
+            (no class head and fake_as_real_weight 0,
             otherwise `LogitDiscriminator`'s defaults: units (256, 256),
             regularization 1e-5), a `LogitDiscriminator` not built yet, or a
             dict of its arguments over Xu et al.'s (see
@@ -53,11 +54,17 @@ class ConditionalAdversarialDistiller(AdversarialDistiller):
     """
 
     CONDITIONAL = True
-    DISCRIMINATOR = {"class_head": False, "fake_as_real_weight": 0.0}
+    # The paper's L1 logit term; D without a class head or perturbed samples.
+    OPTIONS = AdversarialDistiller.OPTIONS.extend(
+        Option("logit_weight", 1.0, "weight", "weight of the logit-matching term"),
+        discriminator_option(class_head=False, fake_as_real_weight=0.0),
+        logit_distance="l1",
+    )
 
-    def __init__(self, teacher, student, logit_weight=1.0, logit_distance="l1",
-                 adversarial_weight=0.1, label_weight=1.0, discriminator=None,
-                 discriminator_steps=1, global_clipnorm=None, seed=None, **kwargs):
+    def __init__(self, teacher, student, logit_weight=OPTIONS.logit_weight, logit_distance=OPTIONS.logit_distance,
+                 adversarial_weight=OPTIONS.adversarial_weight, discriminator=OPTIONS.discriminator,
+                 discriminator_steps=OPTIONS.discriminator_steps, label_weight=OPTIONS.label_weight,
+                 global_clipnorm=OPTIONS.global_clipnorm, seed=OPTIONS.seed, **kwargs):
         kwargs.setdefault("name", "conditional_adversarial_distiller")
         super().__init__(teacher, student, logit_weight=logit_weight,
                          logit_distance=logit_distance, adversarial_weight=adversarial_weight,
