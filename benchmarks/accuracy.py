@@ -1,18 +1,21 @@
 """The accuracy benchmark: every method against the same teacher, over seeds.
 
     python benchmarks/accuracy.py --protocol=cpu-small --data_dir=../shared/data/tensorflow_datasets
-    python benchmarks/accuracy.py --protocol=cpu-small-ablations --data_dir=...
+    python benchmarks/accuracy.py --protocol=cpu-small-validation --data_dir=...
     python benchmarks/accuracy.py --protocol=paper --data_dir=...     (a GPU)
 
-A protocol is a list of configs, of variants (a method and config
-overrides) and of seeds. For each config the teacher is trained once (seed
+A protocol is a file of benchmarks/protocols/: its configs, the overrides
+of every run, its seeds and its variants (a method, its complete config
+overrides and a note). A test protocol runs only the methods' defaults and
+variants that its validation protocol chose (`check_protocols`, run before
+anything trains). For each config the teacher is trained once (seed
 of the config) and reused; every (variant, seed) then distils the config's
 student through `hksan_keras.experiment.distill`, exactly what
 `hksan-keras distill --method=...` runs, into
 benchmarks/runs/<protocol root>/<config>/seed_<s>/<variant>/.
 Finished runs are read back rather than trained again, and an interrupted one
-resumes, so the command can be rerun after a stop; the two cpu-small
-protocols share their runs (the HKSAN rows are the same runs).
+resumes, so the command can be rerun after a stop. A validation protocol
+trains on the same images as its test protocol and reuses its teacher.
 
 Writes benchmarks/results/<protocol>.json (for each variant: every run's
 best-epoch and last-epoch test accuracy and per-epoch curve, their means and
@@ -28,206 +31,67 @@ import statistics
 import sys
 import time
 
-CPU_SMALL_CONFIG = "configs/cifar10_resnet20_resnet8_narrow_cpu_small.json"
-MEDIUM_CONFIG = "configs/cifar10_resnet56_resnet20_cpu_medium.json"
-# Every method with its defaults, in table order.
-EVERY_METHOD = {
-    name: (name, [])
-    for name in ("student", "kd", "dkd", "fitnets", "at", "nst", "anc", "xu", "hksan")
-}
-
-# HKSAN's squeeze settings before this project chose 0.3 with normalised
-# guides: variants measured against the previous default pin them, so that
-# their runs keep their meaning.
-PREVIOUS_SQUEEZE = ["distill.hksan.squeeze_weight=0.1", "distill.hksan.normalize_guide=false"]
-
-# HKSAN before attention-map matching became a default: variants measured
-# before it pin it off (`_before_attention`), so that their runs keep their
-# meaning.
-NO_ATTENTION = ["distill.hksan.attention_weight=0"]
+PROTOCOLS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "protocols")
 
 
-def _pinned(variants, prefix, pins):
-    """The HKSAN variants with `pins` added wherever they set no key starting with `prefix`."""
-    return {
-        name: (method, overrides if method != "hksan" or any(prefix in o for o in overrides)
-               else [*overrides, *pins])
-        for name, (method, overrides) in variants.items()
-    }
+def load_protocols(directory=PROTOCOLS_DIR):
+    """Every protocol of benchmarks/protocols/, by name (the file's stem).
+
+    A protocol file lists its configs, the overrides of every run (e.g. the
+    validation split), its seeds and each variant: a method, its complete
+    config overrides and a note. A test protocol names its validation
+    protocol; a validation protocol names the variants it `chosen` for the
+    test set.
+    """
+    protocols = {}
+    for file in sorted(os.listdir(directory)):
+        if file.endswith(".json"):
+            with open(os.path.join(directory, file)) as f:
+                protocols[file[:-len(".json")]] = dict(json.load(f), name=file[:-len(".json")])
+    return protocols
 
 
-# HKSAN before its gradient clipping became a default (issue 18: a plain
-# CNN without batch normalisation diverged): variants measured before it
-# pin it off, so that their runs keep their meaning.
-NO_CLIPPING = ["distill.hksan.global_clipnorm=null"]
+def _method_section(protocol, config_path, variant):
+    from hksan_keras.config import resolve_config
+
+    config = resolve_config(config_path, [*protocol["overrides"], *variant["overrides"],
+                                          f"distill.method={variant['method']}"])
+    return variant["method"], config["distill"][variant["method"]]
 
 
-def _before_clipping(variants):
-    """The variants with gradient clipping off wherever they do not set it."""
-    return _pinned(variants, "global_clipnorm", NO_CLIPPING)
+def check_protocols(protocols):
+    """Refuses a test-set variant that its validation protocol did not choose.
 
+    A variant of a test protocol (one that is not itself a validation
+    protocol) may be a method with its declared defaults (no overrides),
+    or must resolve to the same method settings as a variant that its
+    validation protocol lists in `chosen`: nothing reaches a test set
+    without having been chosen on validation.
 
-def _before_attention(variants):
-    """The variants with attention matching (and clipping) off wherever they do not set them."""
-    return _before_clipping(_pinned(variants, "attention_", NO_ATTENTION))
-
-
-# HKSAN's defaults before attention-map matching, kept in the test tables
-# as the ablation of that term. (The new defaults were first run on the test
-# sets as the variant "hksan_activation_attention_1000", after they were
-# chosen on both validation splits; those runs are now the "hksan" rows.)
-WITHOUT_ATTENTION = {"hksan_without_attention": ("hksan", [*NO_ATTENTION, *NO_CLIPPING])}
-# The defaults before gradient clipping, kept in the test tables as its
-# ablation (these were the "hksan" rows before clipping became a default).
-WITHOUT_CLIPPING = {"hksan_without_clipping": ("hksan", NO_CLIPPING)}
-# Gradient clipping candidates, run on both validation splits against
-# "hksan_activation_attention_1000" (the same defaults without clipping).
-CLIPPING_CANDIDATES = {"hksan": ("hksan", [])}
-
-# Variants that set options removed since (logit_distance="standardized",
-# kd_weight, scale_guide, discriminator_input, gan_loss, the adversarial
-# warm-up, stop_student_guide_gradient, attention_maps="estimator") are no
-# longer here; docs/results.md gives their numbers and the revision that
-# defines and reproduces them.
-PROTOCOLS = {
-    "cpu-small": {
-        "root": "cpu-small",
-        "configs": [CPU_SMALL_CONFIG],
-        "variants": {
-            **EVERY_METHOD,
-            # HKSAN's previous default, confirmed on this test set before
-            # the squeeze settings were chosen anew on validation.
-            "hksan_squeeze_0.1": ("hksan", [*PREVIOUS_SQUEEZE, *NO_ATTENTION, *NO_CLIPPING]),
-            **WITHOUT_ATTENTION,
-            **WITHOUT_CLIPPING,
-        },
-        "seeds": [0, 1, 2],
-    },
-    "cpu-small-ablations": {
-        "root": "cpu-small",
-        "configs": [CPU_SMALL_CONFIG],
-        "variants": _before_attention({
-            "hksan_squeeze_0.1": ("hksan", PREVIOUS_SQUEEZE),
-            "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat", *PREVIOUS_SQUEEZE]),
-            "hksan_no_adversarial": ("hksan", ["distill.hksan.adversarial_weight=0", *PREVIOUS_SQUEEZE]),
-            "hksan_no_squeeze": ("hksan", ["distill.hksan.squeeze_weight=0"]),
-            "hksan_discriminator_steps_2": ("hksan", ["distill.hksan.discriminator_steps=2", *PREVIOUS_SQUEEZE]),
-        }),
-        "seeds": [0, 1, 2],
-    },
-    # Choosing HKSAN's settings without touching the test set: the same
-    # budget and the same teacher as cpu-small, scored on training images
-    # 40,000-49,999, which the 10,000-image training subset never contains.
-    "cpu-small-validation": {
-        "root": "cpu-small-validation",
-        "teacher_protocol": "cpu-small",
-        "configs": [CPU_SMALL_CONFIG],
-        "overrides": ["data.test_split=train[40000:]"],
-        # Every variant spells out its logit term, so that its runs keep
-        # their meaning when the defaults change.
-        "variants": {**_before_attention({
-            "kd": ("kd", []),
-            # The defaults before the scale-free terms: raw L2 on logits,
-            # features squeezed as they come.
-            "hksan_raw_scale": ("hksan", [
-                "distill.hksan.logit_distance=squared", "distill.hksan.logit_weight=1",
-                "distill.hksan.normalize_features=false", *PREVIOUS_SQUEEZE]),
-            # Relative logits (L2 over the teacher's logit variance), weight
-            # 10: the raw L2's signal (weight ~0.7 for this teacher) without
-            # its dependence on the teacher's scale. The chosen logit term.
-            "hksan_logit_relative_10": ("hksan", [
-                "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10", *PREVIOUS_SQUEEZE]),
-            "hksan_logit_relative_10_no_adversarial": ("hksan", [
-                "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10",
-                "distill.hksan.adversarial_weight=0", *PREVIOUS_SQUEEZE]),
-            # k = sum(M * L): the guide only steers the attention, so the
-            # match cannot be made by the guide projection alone.
-            "hksan_logit_relative_10_pooled": ("hksan", [
-                "distill.hksan.logit_distance=relative", "distill.hksan.logit_weight=10",
-                "distill.hksan.squeeze_target=pooled", *PREVIOUS_SQUEEZE]),
-            # One change each from the previous default (relative logits,
-            # weight 10; squeeze weight 0.1, guides as they come).
-            # A stronger logit term.
-            "hksan_logit_relative_30": ("hksan", ["distill.hksan.logit_weight=30", *PREVIOUS_SQUEEZE]),
-            # A weaker logit term (the stronger one lost on seed 0).
-            "hksan_logit_relative_3": ("hksan", ["distill.hksan.logit_weight=3", *PREVIOUS_SQUEEZE]),
-            # A stronger squeeze term, with the guides that allow it: 0.3 is
-            # the default now.
-            "hksan_squeeze_0.3_normalized_guide": ("hksan", [
-                "distill.hksan.squeeze_weight=0.3", "distill.hksan.normalize_guide=true"]),
-            "hksan_squeeze_1_normalized_guide": ("hksan", [
-                "distill.hksan.squeeze_weight=1", "distill.hksan.normalize_guide=true"]),
-            "hksan_no_class_head": ("hksan", ["distill.hksan.discriminator.class_head=false", *PREVIOUS_SQUEEZE]),
-            "hksan_flat": ("hksan", ["distill.hksan.hierarchy=flat", *PREVIOUS_SQUEEZE]),
-            # Attention-map matching, found on the second protocol's
-            # validation split (below), checked here before it became the
-            # default.
-            "hksan_activation_attention_1000": ("hksan", ["distill.hksan.attention_weight=1000"]),
-        }),
-            # Today's defaults: the attention maps above with the student's
-            # gradient clipped to global norm 5 (issue 18).
-            **CLIPPING_CANDIDATES,
-        },
-        "seeds": [0, 1, 2],
-    },
-    # The second protocol, closer to the paper's pairs: a ResNet-56 teacher
-    # trained once on every training image outside the validation split
-    # (train[:40000]), ResNet-20 students on the first 10,000 images.
-    "cifar10-resnet56-resnet20": {
-        "root": "cifar10-resnet56-resnet20",
-        "configs": [MEDIUM_CONFIG],
-        "variants": {**EVERY_METHOD, **WITHOUT_ATTENTION, **WITHOUT_CLIPPING},
-        "seeds": [0, 1, 2],
-    },
-    "cifar10-resnet56-resnet20-validation": {
-        "root": "cifar10-resnet56-resnet20-validation",
-        "teacher_protocol": "cifar10-resnet56-resnet20",
-        "configs": [MEDIUM_CONFIG],
-        "overrides": ["data.test_split=train[40000:]"],
-        "variants": {**_before_attention({
-            "kd": ("kd", []),
-            # The defaults before attention matching (pinned off).
-            "hksan_without_attention": ("hksan", []),
-            "hksan_no_adversarial": ("hksan", ["distill.hksan.adversarial_weight=0"]),
-            # The previous squeeze settings (squeeze 1 diverged on cpu-small).
-            "hksan_squeeze_0.1": ("hksan", PREVIOUS_SQUEEZE),
-            # FitNets is the best method on this protocol's test set: the
-            # reference HKSAN's settings have to reach on validation.
-            "fitnets": ("fitnets", []),
-            # Stronger unscaled squeeze. It diverged: the student's guide
-            # projection and its guides grew together (docs/results.md).
-            "hksan_squeeze_0.6": ("hksan", ["distill.hksan.squeeze_weight=0.6"]),
-            # The dense feature methods (NST, FitNets, AT) lead this protocol
-            # by 3 to 4.5 points: the squeezed vector is one vector per
-            # stage, so add matching of where each network looks, at every
-            # position: AT's activation maps.
-            "hksan_activation_attention_1000": ("hksan", ["distill.hksan.attention_weight=1000"]),
-            # What HKSAN's own terms add to the attention maps: without the
-            # squeeze, and AT alone (its maps and weight, the label term only).
-            "hksan_activation_attention_1000_no_squeeze": ("hksan", [
-                "distill.hksan.attention_weight=1000", "distill.hksan.squeeze_weight=0"]),
-            "at": ("at", []),
-            "hksan_activation_attention_1000_no_adversarial": ("hksan", [
-                "distill.hksan.attention_weight=1000", "distill.hksan.adversarial_weight=0"]),
-        }),
-            **CLIPPING_CANDIDATES,
-        },
-        "seeds": [0, 1, 2],
-    },
-    "paper": {
-        "root": "paper",
-        "configs": [
-            "configs/cifar100_resnet56_resnet20.json",
-            "configs/cifar100_resnet110_resnet32.json",
-            "configs/cifar100_wrn_40_2_wrn_16_2.json",
-            "configs/cifar100_resnet32x4_resnet8x4.json",
-            "configs/cifar100_resnet164_resnet20.json",
-            "configs/cifar10_resnet164_resnet20.json",
-        ],
-        "variants": EVERY_METHOD,
-        "seeds": [0, 1, 2],
-    },
-}
+    Raises:
+        ValueError: Naming the protocol, the variant and the fix.
+    """
+    for name, protocol in protocols.items():
+        if "chosen" in protocol:
+            unknown = sorted(set(protocol["chosen"]) - set(protocol["variants"]))
+            if unknown:
+                raise ValueError(f"Protocol {name} chooses {unknown}, which it does not define.")
+            continue
+        validation = protocols.get(protocol.get("validation_protocol"))
+        for config_path in protocol["configs"]:
+            allowed = []
+            if validation:
+                allowed = [_method_section(validation, config_path, validation["variants"][chosen])
+                           for chosen in validation["chosen"]]
+            for variant_name, variant in protocol["variants"].items():
+                if not variant["overrides"]:
+                    continue
+                if _method_section(protocol, config_path, variant) not in allowed:
+                    raise ValueError(
+                        f"Protocol {name}'s variant {variant_name!r} is not among the variants "
+                        f"that {protocol.get('validation_protocol') or 'a validation protocol'} "
+                        "chose: run it on the validation split and add it to that protocol's "
+                        "'chosen' list first.")
 
 
 def _summary(values):
@@ -237,7 +101,7 @@ def _summary(values):
     }
 
 
-def run_config(experiment, protocol, config_path, variants, seeds, data_dir, overrides, runs_dir,
+def run_config(experiment, protocols, protocol, config_path, variants, seeds, data_dir, overrides, runs_dir,
                teacher_path=None, read_only=False):
     """Teacher once, then every (seed, variant); returns {variant: [run, ...]}.
 
@@ -259,7 +123,7 @@ def run_config(experiment, protocol, config_path, variants, seeds, data_dir, ove
         teacher = {"last_epoch_test_accuracy": None, "seconds_this_invocation": 0.0}
     else:
         # A validation protocol reuses the teacher of its test protocol.
-        owner = PROTOCOLS[protocol.get("teacher_protocol", protocol["name"])]
+        owner = protocols[protocol.get("teacher_protocol", protocol["name"])]
         teacher_config = resolve_config(
             config_path, owner.get("overrides", []) + extra, data_dir=data_dir)
         teacher_root = os.path.join(runs_dir, owner["root"], base["name"]) + suffix
@@ -392,7 +256,8 @@ def plot(results, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), required=True)
+    protocols = load_protocols()
+    parser.add_argument("--protocol", choices=sorted(protocols), required=True)
     parser.add_argument("--data_dir", default=None, help="TFDS data directory (else $TFDS_DATA_DIR).")
     parser.add_argument("--variants", default=None, help="Comma-separated subset of the protocol's variants.")
     parser.add_argument("--seeds", default=None, help="Comma-separated seeds (default: the protocol's).")
@@ -416,8 +281,9 @@ def main():
     logging.set_verbosity(logging.WARNING)
     from hksan_keras import experiment
 
-    protocol = PROTOCOLS[args.protocol]
-    variants = protocol["variants"]
+    check_protocols(protocols)
+    protocol = protocols[args.protocol]
+    variants = {name: (v["method"], v["overrides"]) for name, v in protocol["variants"].items()}
     if args.variants:
         unknown = set(args.variants.split(",")) - set(variants)
         if unknown:
@@ -425,15 +291,14 @@ def main():
         variants = {name: variants[name] for name in args.variants.split(",")}
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else protocol["seeds"]
 
-    protocol = dict(protocol, name=args.protocol)
     start = time.time()
     results = {"protocol": args.protocol, "hardware": args.hardware, "seeds": seeds,
                "overrides": args.set, "teacher": args.teacher, "configs": {}}
     for config_path in protocol["configs"]:
         name = os.path.splitext(os.path.basename(config_path))[0]
         results["configs"][name] = run_config(
-            experiment, protocol, config_path, variants, seeds, args.data_dir, args.set, args.runs_dir,
-            args.teacher, args.read_only)
+            experiment, protocols, protocol, config_path, variants, seeds, args.data_dir, args.set,
+            args.runs_dir, args.teacher, args.read_only)
     results["seconds_this_invocation"] = time.time() - start
     summarise(results)
 

@@ -81,7 +81,7 @@ def test_throughput_benchmark_measures_every_method_and_writes_ratios(tmp_path):
 
 
 def test_squeeze_stability_trace_reads_each_stage(teacher, student, batch):
-    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks" / "studies"))
     try:
         import squeeze_stability
     finally:

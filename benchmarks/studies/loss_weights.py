@@ -6,7 +6,7 @@ a narrow ResNet-8 student trained with the same optimizer and budget under
 each variant (student alone, HKSAN defaults, and one change at a time).
 Writes benchmarks/results/loss_weights.json.
 
-    python benchmarks/loss_weights.py --data_dir=../shared/data/tensorflow_datasets
+    python benchmarks/studies/loss_weights.py --data_dir=../shared/data/tensorflow_datasets
 """
 
 import argparse

@@ -1,6 +1,6 @@
 """Where HKSAN's squeeze matching comes from: the student's backbone, or its head?
 
-    python benchmarks/squeeze_diagnostic.py --distiller=RUN/distill/distiller.keras \
+    python benchmarks/studies/squeeze_diagnostic.py --distiller=RUN/distill/distiller.keras \
         --split='train[40000:42000]' --data_dir=../shared/data/tensorflow_datasets
 
 Because the attention map M sums to one, a squeezed vector is

@@ -1,6 +1,6 @@
 """Why a strong squeeze term diverges: trace the student's squeeze while it trains.
 
-    python benchmarks/squeeze_stability.py \
+    python benchmarks/studies/squeeze_stability.py \
         --config=configs/cifar10_resnet56_resnet20_cpu_medium.json \
         --teacher=benchmarks/runs/cifar10-resnet56-resnet20/cifar10_resnet56_resnet20_cpu_medium/teacher/last.keras \
         --set distill.hksan.squeeze_weight=0.6 --data_dir=../shared/data/tensorflow_datasets

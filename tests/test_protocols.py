@@ -1,0 +1,65 @@
+"""The benchmark protocols are data (benchmarks/protocols/*.json), and a test
+protocol runs nothing that its validation protocol did not choose."""
+
+import copy
+import sys
+
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+import accuracy  # noqa: E402
+
+sys.path.pop(0)
+
+
+@pytest.fixture(scope="module")
+def protocols():
+    return accuracy.load_protocols()
+
+
+def test_every_protocol_passes_the_check(protocols):
+    assert {"cpu-small", "cpu-small-validation", "cifar10-resnet56-resnet20",
+            "cifar10-resnet56-resnet20-validation", "paper"} <= set(protocols)
+    accuracy.check_protocols(protocols)
+
+
+def test_every_variant_names_its_method_complete_overrides_and_a_note(protocols):
+    from hksan_keras.distillers import METHODS
+
+    for name, protocol in protocols.items():
+        assert protocol["seeds"] and protocol["configs"], name
+        for variant_name, variant in protocol["variants"].items():
+            assert set(variant) == {"method", "overrides", "note"}, (name, variant_name)
+            assert variant["method"] in METHODS and variant["note"], (name, variant_name)
+            assert all("=" in override for override in variant["overrides"]), (name, variant_name)
+
+
+def test_a_test_protocol_refuses_a_variant_its_validation_did_not_choose(protocols):
+    changed = copy.deepcopy(protocols)
+    changed["cpu-small"]["variants"]["hksan_no_squeeze"] = {
+        "method": "hksan", "overrides": ["distill.hksan.squeeze_weight=0"], "note": "an ablation"}
+    with pytest.raises(ValueError, match="'hksan_no_squeeze' is not among the variants that "
+                                         "cpu-small-validation chose"):
+        accuracy.check_protocols(changed)
+
+
+def test_a_chosen_variant_is_allowed_under_another_name_when_its_settings_are_the_same(protocols):
+    changed = copy.deepcopy(protocols)
+    # The settings of the validation variant "hksan_flat", not chosen: refused ...
+    flat = changed["cpu-small-validation"]["variants"]["hksan_flat"]
+    changed["cpu-small"]["variants"]["flat"] = dict(flat)
+    with pytest.raises(ValueError, match="'flat'"):
+        accuracy.check_protocols(changed)
+    # ... until the validation protocol chooses it.
+    changed["cpu-small-validation"]["chosen"].append("hksan_flat")
+    accuracy.check_protocols(changed)
+
+
+def test_a_protocol_without_validation_runs_only_the_methods_defaults(protocols):
+    changed = copy.deepcopy(protocols)
+    changed["paper"]["variants"]["kd_t8"] = {
+        "method": "kd", "overrides": ["distill.kd.temperature=8"], "note": "T 8"}
+    with pytest.raises(ValueError, match="'kd_t8'"):
+        accuracy.check_protocols(changed)
