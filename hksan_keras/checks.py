@@ -6,60 +6,7 @@ is called. Errors are `ValueError` or `TypeError` whose message names the
 argument, the value and the fix.
 """
 
-import math
-
 import numpy as np
-
-
-def _check_numbers(values, example):
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-            raise TypeError(
-                f"{name} must be a number, got {value!r} of type "
-                f"{type(value).__name__}; pass e.g. {name}={example}."
-            )
-        if not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value}.")
-
-
-def check_weights(**weights):
-    """Raises if a loss weight is not a finite, non-negative number.
-
-    Args:
-        **weights: name=value pairs.
-
-    Raises:
-        TypeError: A weight is not a number (e.g. the string "0.1").
-        ValueError: A weight is negative, NaN or infinite.
-
-    Example:
-
-    >>> check_weights(squeeze_weight=0.1, adversarial_weight=0.1)
-    """
-    _check_numbers(weights, 0.1)
-    for name, value in weights.items():
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value}.")
-
-
-def check_positive(**values):
-    """Raises if a value (a temperature, a norm) is not a finite number > 0.
-
-    Args:
-        **values: name=value pairs.
-
-    Raises:
-        TypeError: A value is not a number.
-        ValueError: A value is zero, negative, NaN or infinite.
-
-    Example:
-
-    >>> check_positive(temperature=4.0)
-    """
-    _check_numbers(values, 1.0)
-    for name, value in values.items():
-        if value <= 0:
-            raise ValueError(f"{name} must be > 0, got {value}.")
 
 
 ANY_VALUE = object()

@@ -1,10 +1,8 @@
 """The logit discriminator: a source head (teacher or student) and class heads."""
 
-import inspect
-
 import keras
 
-from hksan_keras.checks import check_weights
+from hksan_keras.options import Option, Options
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -69,32 +67,39 @@ class LogitDiscriminator(keras.layers.Layer):
     """
 
     # The settings of a spec: the constructor arguments but the class count.
-    SETTINGS = (
-        "units",
-        "regularization",
-        "class_head",
-        "fake_as_real_weight",
-        "perturbation_rate",
-        "batch_norm_momentum",
-    )
+    # KSANC's discriminator (Shu et al. 2019, which HKSAN keeps): two hidden
+    # layers of 256, mu = 1e-5, perturbed student logits shown as real at
+    # weight 0.1 with dropout 0.5 (ANC's regulariser, Belagiannis et al. 2018).
+    OPTIONS = Options([
+        Option("units", [256, 256], "widths", "widths of D's hidden Dense layers"),
+        Option("regularization", 1e-5, "weight", "mu, the L1 and L2 factor on D's kernels; 0: none"),
+        Option("class_head", True, "flag", "D also classifies its input (HKSAN's and KSANC's head)"),
+        Option("fake_as_real_weight", 0.1, "weight",
+               "nu, weight of 'dropout-perturbed student logits are real' in D's loss; 0: off"),
+        Option("perturbation_rate", 0.5, "fraction", "the dropout rate of those student logits"),
+        Option("batch_norm_momentum", 0.9, "fraction", "momentum of D's batch-norm statistics"),
+    ])
+    SETTINGS = tuple(OPTIONS.names())
 
     def __init__(
         self,
         num_classes=None,
-        units=(256, 256),
-        regularization=1e-5,
-        class_head=True,
-        fake_as_real_weight=0.1,
-        perturbation_rate=0.5,
-        batch_norm_momentum=0.9,
+        units=OPTIONS.units,
+        regularization=OPTIONS.regularization,
+        class_head=OPTIONS.class_head,
+        fake_as_real_weight=OPTIONS.fake_as_real_weight,
+        perturbation_rate=OPTIONS.perturbation_rate,
+        batch_norm_momentum=OPTIONS.batch_norm_momentum,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.check_settings(
             units=units,
             regularization=regularization,
+            class_head=class_head,
             fake_as_real_weight=fake_as_real_weight,
             perturbation_rate=perturbation_rate,
+            batch_norm_momentum=batch_norm_momentum,
         )
         self.units = [int(u) for u in units]
         self.regularization = float(regularization)
@@ -107,24 +112,16 @@ class LogitDiscriminator(keras.layers.Layer):
             self._make_layers(num_classes)
 
     @staticmethod
-    def check_settings(
-        units=(256, 256),
-        regularization=1e-5,
-        fake_as_real_weight=0.1,
-        perturbation_rate=0.5,
-        **other_settings,
-    ):
+    def check_settings(**settings):
         """Raises if a setting of a spec is outside its values; builds nothing.
 
         Args:
-            units, regularization, fake_as_real_weight, perturbation_rate:
-                As for the constructor.
-            **other_settings: The other settings (not checked here).
+            **settings: Some of `SETTINGS`, as for the constructor.
 
         Raises:
-            ValueError: A width is below 1, a weight negative or the rate
-                outside [0, 1).
-            TypeError: A weight is not a number.
+            ValueError: A width is below 1, a weight negative, a rate or
+                momentum outside [0, 1).
+            TypeError: A setting of the wrong type.
 
         Example:
 
@@ -132,15 +129,7 @@ class LogitDiscriminator(keras.layers.Layer):
         Traceback (most recent call last):
         ValueError: perturbation_rate must be in [0, 1), got 1.5.
         """
-        if isinstance(units, (str, bytes)) or any(int(u) < 1 for u in units):
-            raise ValueError(f"units must be widths >= 1, got {units!r}.")
-        check_weights(
-            regularization=regularization, fake_as_real_weight=fake_as_real_weight
-        )
-        if not 0 <= perturbation_rate < 1:
-            raise ValueError(
-                f"perturbation_rate must be in [0, 1), got {perturbation_rate}."
-            )
+        LogitDiscriminator.OPTIONS.check(settings)
 
     def _make_layers(self, num_classes):
         self.num_classes = int(num_classes)
@@ -186,10 +175,8 @@ class LogitDiscriminator(keras.layers.Layer):
 
     @classmethod
     def default_settings(cls):
-        """The constructor's defaults of `SETTINGS` (units as a list), without building a layer."""
-        parameters = inspect.signature(cls.__init__).parameters
-        defaults = {name: parameters[name].default for name in cls.SETTINGS}
-        return {**defaults, "units": list(defaults["units"])}
+        """The declared defaults of `SETTINGS`, without building a layer."""
+        return cls.OPTIONS.config_defaults()
 
     def build(self, input_shape):
         shape = tuple(input_shape)

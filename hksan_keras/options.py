@@ -31,6 +31,8 @@ KINDS = {
     "flag": "true or false",
     "choice": "one of",
     "names": "a list of layer names",
+    "widths": "a list of integers >= 1",
+    "fraction": "a number in [0, 1)",
     "integer": "an integer",
     "spec": "a spec",
 }
@@ -45,9 +47,10 @@ class Option:
         default: The default value.
         kind: One of `KINDS`: "weight" (finite number >= 0), "positive"
             (finite number > 0), "count" (integer >= 0), "steps" (integer
-            >= 1), "flag" (bool), "choice" (one of `choices`), "names" (a
-            list of layer names), "integer" (any integer) or "spec" (a value
-            that `check` validates).
+            >= 1), "fraction" (number in [0, 1)), "flag" (bool), "choice"
+            (one of `choices`), "names" (a list of layer names), "widths" (a
+            list of integers >= 1), "integer" (any integer) or "spec" (a
+            value that `check` validates).
         doc: One line: what the option does (and the source of its default).
         choices: The allowed values of a "choice" option, default first.
         nullable: Whether `None` is allowed besides the kind's values.
@@ -130,6 +133,12 @@ class Option:
             if not isinstance(value, (bool, np.bool_)):
                 raise TypeError(f"{name} must be true or false, got {value!r}.")
             return
+        if kind == "widths":
+            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value
+            ):
+                raise ValueError(f"{name} must be {self.describe()}, got {value!r}.")
+            return
         if kind == "names":
             if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not all(
                 isinstance(v, str) for v in value
@@ -145,6 +154,8 @@ class Option:
             raise ValueError(f"{name} must be a finite number, got {value!r}.")
         if kind in ("count", "steps", "integer") and not float(value).is_integer():
             raise TypeError(f"{name} must be an integer, got {value!r}.")
+        if kind == "fraction" and not 0 <= value < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
         bound = _LOWER_BOUNDS.get(kind)
         if bound is not None and (value < bound[0] or (value == bound[0] and not bound[1])):
             raise ValueError(f"{name} must be {'>=' if bound[1] else '>'} {bound[0]}, got {value!r}.")
@@ -256,16 +267,29 @@ def _format(value):
     return str(value)
 
 
-def markdown(methods):
-    """The options reference (docs/options.md) of every method.
+def _table(declared):
+    lines = ["| option | default | values | where | meaning |", "|---|---|---|---|---|"]
+    for option in declared:
+        where = "both" if option.config and option.constructor else (
+            "config" if option.config else "constructor")
+        lines.append(
+            f"| `{option.name}` | `{_format(option.default)}` | {option.describe()} | "
+            f"{where} | {option.doc} |"
+        )
+    return lines
 
-    Args:
-        methods: `{method name: distiller class}` (`distillers.METHODS`).
+
+def markdown():
+    """The options reference, docs/options.md: every method's options and the discriminator's.
 
     Returns:
-        Markdown text: one table per method, every option with its default,
+        Markdown text: one table per method (`distillers.METHODS`) and one
+        for `LogitDiscriminator`'s settings, every option with its default,
         values, where it is set (constructor, config or both) and meaning.
     """
+    from hksan_keras.discriminators import LogitDiscriminator
+    from hksan_keras.distillers import METHODS
+
     lines = [
         "# Options of every method",
         "",
@@ -278,21 +302,17 @@ def markdown(methods):
         "(`seed`).",
         "",
     ]
-    for method, cls in methods.items():
-        lines += [f"## `{method}`: `{cls.__name__}`", "",
-                  "| option | default | values | where | meaning |", "|---|---|---|---|---|"]
-        for option in cls.OPTIONS:
-            where = "both" if option.config and option.constructor else (
-                "config" if option.config else "constructor")
-            lines.append(
-                f"| `{option.name}` | `{_format(option.default)}` | {option.describe()} | "
-                f"{where} | {option.doc} |"
-            )
-        lines.append("")
+    for method, cls in METHODS.items():
+        lines += [f"## `{method}`: `{cls.__name__}`", "", *_table(cls.OPTIONS), ""]
+    lines += [
+        "## The `discriminator` spec: `LogitDiscriminator`", "",
+        "The settings of the adversarial methods' `discriminator` option (a dict of them in",
+        "configs, e.g. `--set=distill.hksan.discriminator.units=[512,512]`). Each method's",
+        "default spec is the default of its `discriminator` option above.", "",
+        *_table(LogitDiscriminator.OPTIONS), "",
+    ]
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    from hksan_keras.distillers import METHODS
-
-    sys.stdout.write(markdown(METHODS))
+    sys.stdout.write(markdown())

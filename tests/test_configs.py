@@ -1,6 +1,5 @@
 """Every config file loads, and its teacher and student build and pair up."""
 
-import inspect
 import pathlib
 
 import keras
@@ -9,7 +8,7 @@ import pytest
 import hksan_keras
 from conftest import fast_tier_keeps
 from hksan_keras.build import build_distiller, build_models
-from hksan_keras.config import DEFAULTS, ConfigError, load_config, resolve_config
+from hksan_keras.config import ConfigError, load_config, resolve_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIGS = sorted(REPO.glob("configs/*.json"))

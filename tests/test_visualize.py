@@ -9,7 +9,6 @@ import time
 import urllib.request
 
 import keras
-import numpy as np
 import pytest
 from PIL import Image
 
