@@ -133,12 +133,9 @@ RESIZE_MODES = ("none", "shorter_side_then_center_crop", "center_square_then_res
 def center_square_then_resize(images, image_size):
     """The largest centered square, resized to image_size (as folder_dataset reads files).
 
-    Args:
-        images: One image (H, W, C) or a batch (B, H, W, C), any size.
-        image_size: The side of the square output.
-
-    Returns:
-        Float images of spatial size (image_size, image_size).
+    Args and returns as for `center_crop`: images (H, W, C) or (B, H, W, C)
+    of any size in, float images of spatial size (image_size, image_size)
+    out.
     """
     import tensorflow as tf
 

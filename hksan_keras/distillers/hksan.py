@@ -270,30 +270,20 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         self.task_weight = float(task_weight)
         self.train_teacher_attention = bool(train_teacher_attention)
 
-        teacher_widths = [shape[-1] for shape in self.teacher_shapes]
-        self.teacher_squeeze = HierarchicalSqueeze(
-            teacher_widths,
-            self.num_classes,
+        # Both squeeze at the teacher's widths: the student's stages are
+        # mapped to them first (channel_transform).
+        settings = dict(
+            stage_widths=[shape[-1] for shape in self.teacher_shapes],
+            num_classes=self.num_classes,
             descriptor_units=self.descriptor_units,
             hierarchy=hierarchy,
             normalize_guide=self.normalize_guide,
             squeeze_target=squeeze_target,
             normalize_features=self.normalize_features,
-            name="teacher_squeeze",
             dtype="float32",
         )
-        self.student_squeeze = HierarchicalSqueeze(
-            teacher_widths,
-            self.num_classes,
-            descriptor_units=self.descriptor_units,
-            hierarchy=hierarchy,
-            normalize_guide=self.normalize_guide,
-            squeeze_target=squeeze_target,
-            normalize_features=self.normalize_features,
-            channel_transform=True,
-            name="student_squeeze",
-            dtype="float32",
-        )
+        self.teacher_squeeze = HierarchicalSqueeze(**settings, name="teacher_squeeze")
+        self.student_squeeze = HierarchicalSqueeze(**settings, channel_transform=True, name="student_squeeze")
         self.teacher_squeeze.build(self.teacher_shapes)
         self.student_squeeze.build(self.student_shapes)
 
