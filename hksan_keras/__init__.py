@@ -2,7 +2,8 @@
 
 Public API:
     HKSANDistiller  the distiller (keras.Model; compile + fit)
-    distillers      every method: KD, DKD, FitNets, AT, NST, ANC, Xu et al.,
+    distillers      every method: KD, DKD (each also with logit standardisation),
+                    FitNets, AT, NST, ANC, Xu et al.,
                     the student alone, HKSAN; `distillers.METHODS` by name
     Distiller       the base that every distiller shares (the train_step)
     TaskDrivenAttention, HierarchicalSqueeze, LogitDiscriminator

@@ -316,6 +316,36 @@ def kd_loss(teacher_logits, student_logits, temperature=4.0):
     return temperature**2 * ops.mean(kl)
 
 
+# Sun et al.'s epsilon in the denominator of the z-score.
+STANDARDIZATION_EPSILON = 1e-7
+
+
+def standardize_logits(logits):
+    """Each example's logits z-scored: `(l - mean(l)) / (std(l) + 1e-7)`.
+
+    Logit standardisation (Sun, Ren, Li, Wang, Cao, "Logit Standardization
+    in Knowledge Distillation", CVPR 2024): before the softmax of KD or DKD,
+    so that the student matches the teacher's logit relations rather than
+    their range. The standard deviation is over the classes with Bessel's
+    correction (n - 1), as in the authors' code.
+
+    Args:
+        logits: Shape (batch, num_classes), num_classes >= 2.
+
+    Returns:
+        The standardised logits, same shape: mean 0 and sample standard
+        deviation 1 along the last axis (for logits that are not constant).
+
+    Example:
+
+    >>> standardize_logits(ops.array([[1.0, 2.0, 3.0]]))  # [[-1, 0, 1]]
+    """
+    count = ops.cast(ops.shape(logits)[-1], logits.dtype)
+    centered = logits - ops.mean(logits, axis=-1, keepdims=True)
+    variance = ops.sum(ops.square(centered), axis=-1, keepdims=True) / (count - 1.0)
+    return centered / (ops.sqrt(variance) + STANDARDIZATION_EPSILON)
+
+
 def _kl(target_probs, log_probs):
     """Sum over the last axis of p * (log p - log q), with 0 * log 0 = 0."""
     safe = ops.where(target_probs > 0, target_probs, ops.ones_like(target_probs))

@@ -9,17 +9,19 @@ from hksan_keras.distillers.alone import StudentAlone
 from hksan_keras.distillers.anc import ANCDistiller
 from hksan_keras.distillers.at import ATDistiller
 from hksan_keras.distillers.base import Distiller, StageDistiller
-from hksan_keras.distillers.dkd import DKDDistiller
+from hksan_keras.distillers.dkd import DKDDistiller, DKDLSDistiller
 from hksan_keras.distillers.fitnets import FitNetsDistiller
 from hksan_keras.distillers.hksan import HKSANDistiller
-from hksan_keras.distillers.kd import KDDistiller
+from hksan_keras.distillers.kd import KDDistiller, KDLSDistiller
 from hksan_keras.distillers.nst import NSTDistiller
 from hksan_keras.distillers.xu import ConditionalAdversarialDistiller
 
 METHODS = {
     "student": StudentAlone,
     "kd": KDDistiller,
+    "kd+ls": KDLSDistiller,
     "dkd": DKDDistiller,
+    "dkd+ls": DKDLSDistiller,
     "fitnets": FitNetsDistiller,
     "at": ATDistiller,
     "nst": NSTDistiller,
@@ -33,8 +35,8 @@ def get(method):
     """The distiller class of a method name.
 
     Args:
-        method: One of `METHODS` ("student", "kd", "dkd", "fitnets", "at",
-            "nst", "anc", "xu", "hksan").
+        method: One of `METHODS` ("student", "kd", "kd+ls", "dkd",
+            "dkd+ls", "fitnets", "at", "nst", "anc", "xu", "hksan").
 
     Returns:
         The class.
@@ -56,7 +58,9 @@ __all__ = [
     "AdversarialDistiller",
     "StudentAlone",
     "KDDistiller",
+    "KDLSDistiller",
     "DKDDistiller",
+    "DKDLSDistiller",
     "FitNetsDistiller",
     "ATDistiller",
     "NSTDistiller",

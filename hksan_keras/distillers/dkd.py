@@ -30,6 +30,9 @@ class DKDDistiller(Distiller):
         warmup_steps: Student steps over which the DKD weight rises linearly
             to 1; 0 for none. (Configs set `warmup_epochs` instead.)
         label_weight: Weight of the label cross-entropy.
+        logit_standardization: Z-score each example's logits before the
+            softmax (`losses.standardize_logits`; Sun et al. 2024).
+            `DKDLSDistiller` sets it with the paper's weights.
         global_clipnorm: See `Distiller` (None: no clipping, as in the paper).
         **kwargs: Standard `keras.Model` arguments.
 
@@ -53,12 +56,15 @@ class DKDDistiller(Distiller):
                "student steps over which the DKD weight rises linearly to 1; 0: none", config=False),
         Option("warmup_epochs", 20, "count",
                "the warm-up in epochs (configs; converted to warmup_steps)", constructor=False),
+        Option("logit_standardization", False, "flag",
+               "z-score each example's logits before the softmax (Sun et al. 2024)"),
     )
 
     def __init__(self, teacher, student, alpha=OPTIONS.alpha, beta=OPTIONS.beta,
                  temperature=OPTIONS.temperature, warmup_steps=OPTIONS.warmup_steps,
-                 label_weight=OPTIONS.label_weight, global_clipnorm=OPTIONS.global_clipnorm, **kwargs):
-        DKDDistiller.OPTIONS.check(locals())
+                 label_weight=OPTIONS.label_weight, logit_standardization=OPTIONS.logit_standardization,
+                 global_clipnorm=OPTIONS.global_clipnorm, **kwargs):
+        type(self).OPTIONS.check(locals())
         kwargs.setdefault("name", "dkd_distiller")
         super().__init__(teacher, student, label_weight=label_weight, global_clipnorm=global_clipnorm,
                          **kwargs)
@@ -66,6 +72,7 @@ class DKDDistiller(Distiller):
         self.beta = float(beta)
         self.temperature = float(temperature)
         self.warmup_steps = int(warmup_steps)
+        self.logit_standardization = bool(logit_standardization)
         if self.num_classes == 2:
             warnings.warn(
                 "DKDDistiller on 2 classes: its non-target term (NCKD) is "
@@ -78,8 +85,12 @@ class DKDDistiller(Distiller):
 
     def loss_terms(self, labels, teacher, student):
         terms = super().loss_terms(labels, teacher, student)
+        teacher_logits, student_logits = teacher["logits"], student["logits"]
+        if self.logit_standardization:
+            teacher_logits = losses.standardize_logits(teacher_logits)
+            student_logits = losses.standardize_logits(student_logits)
         terms["dkd_loss"] = losses.dkd_loss(
-            labels, teacher["logits"], student["logits"], self.alpha, self.beta, self.temperature
+            labels, teacher_logits, student_logits, self.alpha, self.beta, self.temperature
         )
         return terms
 
@@ -97,4 +108,42 @@ class DKDDistiller(Distiller):
             "beta": self.beta,
             "temperature": self.temperature,
             "warmup_steps": self.warmup_steps,
+            "logit_standardization": self.logit_standardization,
         }
+
+
+@keras.saving.register_keras_serializable(package="hksan_keras")
+class DKDLSDistiller(DKDDistiller):
+    """DKD with logit standardisation ("dkd+ls"): Sun et al.'s recipe.
+
+    DKD's loss on z-scored logits (`losses.standardize_logits`), with the
+    paper's CIFAR-100 setting (Sun, Ren, Li, Wang, Cao, "Logit
+    Standardization in Knowledge Distillation", CVPR 2024; their code's
+    `--logit-stand --base-temp 2 --kd-weight 9` over mdistiller's DKD):
+    T = 2, alpha = 1 * 9, beta = 8 * 9; the label weight and the warm-up
+    are DKD's.
+
+    Args:
+        teacher, student, alpha, beta, temperature, warmup_steps,
+            label_weight, logit_standardization, global_clipnorm, **kwargs:
+            As for `DKDDistiller`; only the defaults differ
+            (docs/options.md).
+
+    Example:
+
+    >>> distiller = DKDLSDistiller(teacher, student, warmup_steps=1000)
+    >>> distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    >>> distiller.fit(train_ds, epochs=10)
+    """
+
+    OPTIONS = DKDDistiller.OPTIONS.extend(alpha=9.0, beta=72.0, temperature=2.0, logit_standardization=True)
+
+    def __init__(self, teacher, student, alpha=OPTIONS.alpha, beta=OPTIONS.beta,
+                 temperature=OPTIONS.temperature, warmup_steps=OPTIONS.warmup_steps,
+                 label_weight=OPTIONS.label_weight, logit_standardization=OPTIONS.logit_standardization,
+                 global_clipnorm=OPTIONS.global_clipnorm, **kwargs):
+        kwargs.setdefault("name", "dkd_ls_distiller")
+        super().__init__(teacher, student, alpha=alpha, beta=beta, temperature=temperature,
+                         warmup_steps=warmup_steps, label_weight=label_weight,
+                         logit_standardization=logit_standardization,
+                         global_clipnorm=global_clipnorm, **kwargs)
