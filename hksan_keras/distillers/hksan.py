@@ -1,7 +1,7 @@
 """HKSANDistiller: squeezed hierarchical attention + adversarial logit matching.
 
-README.md ("The method as implemented") and ../shared/docs/method.md state
-the method. The train_step is the shared one of distillers/base.py; the
+docs/method.md states the method as implemented (docs/options.md every
+default). The train_step is the shared one of distillers/base.py; the
 discriminator and its alternation are in distillers/adversarial.py.
 """
 
