@@ -1,17 +1,7 @@
-"""The hksan-keras command line (absl).
+"""The hksan-keras command line (absl): `hksan-keras COMMAND --config=FILE [flags]`.
 
-    hksan-keras train-teacher --config=configs/X.json [--set=key.path=value ...]
-    hksan-keras train-student --config=...   (the student alone, labels only)
-    hksan-keras distill       --config=... [--method=kd]   (default: the config's, HKSAN)
-    hksan-keras evaluate      --config=... [--model=path.keras]
-    hksan-keras export        --config=... [--model=path.keras] [--format=tflite]
-    hksan-keras report        --config=... [--model=path.keras]   (compression report)
-    hksan-keras visualize     --config=... [--model=distiller.keras]   (attention and curves PNGs)
-    hksan-keras experiment    --config=...   (teacher, student, distill, evaluate)
-
-Every command takes --set=key.path=value overrides, --mixed_precision=
-float32|mixed_float16|mixed_bfloat16, --jit_compile and
---strategy=default|mirrored|multi_worker.
+`hksan-keras --help` lists the commands, `hksan-keras COMMAND --help` the
+flags of one; docs/cli.md has the configs and run directories.
 """
 
 import functools
@@ -28,7 +18,7 @@ from hksan_keras.distillers import METHODS
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", None, "Experiment config, a JSON file (see configs/).")
 flags.DEFINE_multi_string(
-    "set", [], "Override a config field, e.g. --set=distill.epochs=2 (repeatable)."
+    "set", [], "Override a config field, e.g. --set=distill.epochs=2"
 )
 flags.DEFINE_string("run_dir", None, "Run directory (default: the config's, else runs/<name>).")
 flags.DEFINE_string("data_dir", None, "TFDS data directory (default: data.data_dir, else $TFDS_DATA_DIR).")
@@ -49,17 +39,53 @@ def _experiment(config):
         print(f"  {name:<18} {scores['accuracy']:.4f}")
 
 
-# Each command: its name -> what it does with the resolved config.
+# Each command: its name -> (what it does, in one line; the flags it reads
+# besides the common ones; what it does with the resolved config).
 COMMANDS = {
-    "train-teacher": lambda config: experiment.train_on_labels(config, "teacher", FLAGS.verbose),
-    "train-student": lambda config: experiment.train_on_labels(config, "student", FLAGS.verbose),
-    "distill": lambda config: experiment.distill(config, FLAGS.verbose),
-    "evaluate": lambda config: experiment.evaluate(config, FLAGS.model),
-    "export": lambda config: export.export_step(config, FLAGS.model, FLAGS.format, FLAGS.quantization),
-    "report": lambda config: report.report_step(config, FLAGS.model),
-    "visualize": lambda config: visualize.visualize_step(config, FLAGS.model),
-    "experiment": _experiment,
+    "train-teacher": ("train the config's teacher on the labels, into RUN_DIR/teacher", [],
+                      lambda config: experiment.train_on_labels(config, "teacher", FLAGS.verbose)),
+    "train-student": ("train the student alone on the labels (the baseline), into RUN_DIR/student", [],
+                      lambda config: experiment.train_on_labels(config, "student", FLAGS.verbose)),
+    "distill": ("distil the student from the trained teacher (the config's method, or --method)",
+                ["method"], lambda config: experiment.distill(config, FLAGS.verbose)),
+    "evaluate": ("test accuracy of the teacher, student and distilled students of a run",
+                 ["model"], lambda config: experiment.evaluate(config, FLAGS.model)),
+    "export": ("export the distilled student as a SavedModel or a TFLite file",
+               ["method", "model", "format", "quantization"],
+               lambda config: export.export_step(config, FLAGS.model, FLAGS.format, FLAGS.quantization)),
+    "report": ("compression report: parameters, size, speed and accuracy of teacher and student",
+               ["model"], lambda config: report.report_step(config, FLAGS.model)),
+    "visualize": ("pictures of a run: attention maps and training curves (PNG)",
+                  ["model"], lambda config: visualize.visualize_step(config, FLAGS.model)),
+    "experiment": ("the whole pipeline: teacher, student alone, distillation, evaluation",
+                   ["method"], _experiment),
 }
+# The flags of every command.
+COMMON_FLAGS = ["config", "set", "run_dir", "data_dir", "mixed_precision", "jit_compile", "strategy",
+                "verbose"]
+
+
+def usage():
+    """The overview that `hksan-keras --help` prints: every command in one line."""
+    lines = ["usage: hksan-keras COMMAND --config=FILE [--set=key.path=value ...] [flags]", "",
+             "Commands:"]
+    lines += [f"  {name:<14} {description}" for name, (description, _, _) in COMMANDS.items()]
+    lines += ["", "Every command takes: " + " ".join(f"--{name}" for name in COMMON_FLAGS) + ".",
+              "`hksan-keras COMMAND --help` describes them; configs: configs/*.json and docs/cli.md.",
+              "Example: hksan-keras experiment --config=configs/cifar10_resnet56_resnet20_quick.json"]
+    return "\n".join(lines)
+
+
+def command_usage(command):
+    """What `hksan-keras COMMAND --help` prints: the command and each flag it reads."""
+    description, extra, _ = COMMANDS[command]
+    lines = [f"usage: hksan-keras {command} --config=FILE [flags]", "", description[0].upper() + description[1:] + ".",
+             "", "Flags:"]
+    for name in COMMON_FLAGS + extra:
+        flag = FLAGS[name]
+        text = " ".join(flag.help.split())  # absl appends "; repeat this option ..." on a new line
+        lines.append(f"  --{name}: {text}" + (f" (default: {flag.default})" if flag.default not in (None, []) else ""))
+    return "\n".join(lines)
 
 
 def _overrides():
@@ -83,7 +109,7 @@ def _main(command, argv):
     logging.set_verbosity(logging.WARNING)
     try:
         config = resolve_config(FLAGS.config, _overrides(), FLAGS.run_dir, FLAGS.data_dir)
-        COMMANDS[command](config)
+        COMMANDS[command][2](config)
     except (ConfigError, FileNotFoundError, FileExistsError, MissingDependencyError) as error:
         print(f"hksan-keras {command}: error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -95,12 +121,18 @@ def _main(command, argv):
 def run():
     """Entry point of the `hksan-keras` console script."""
     argv = list(sys.argv)
+    if len(argv) > 1 and argv[1] in ("--help", "-h", "help"):
+        print(usage())
+        sys.exit(0)
     if len(argv) < 2 or argv[1] not in COMMANDS:
-        print(__doc__, file=sys.stderr)
+        print(usage(), file=sys.stderr)
         given = argv[1] if len(argv) > 1 else "nothing"
         print(f"hksan-keras: error: expected a command ({', '.join(COMMANDS)}), got {given}.", file=sys.stderr)
         sys.exit(2)
     command = argv.pop(1)
+    if any(arg in ("--help", "-h", "--helpshort", "--helpfull") for arg in argv[1:]):
+        print(command_usage(command))
+        sys.exit(0)
     app.run(functools.partial(_main, command), argv=argv)
 
 
