@@ -51,47 +51,72 @@ def load_protocols(directory=PROTOCOLS_DIR):
     return protocols
 
 
-def _method_section(protocol, config_path, variant):
+# Keys that differ between a validation run and a test run of the same
+# settings, or between runs of one protocol: where the run goes, its seed,
+# the teacher's file, where the data is read and which split scores it.
+_RUN_KEYS = ("name", "description", "run_dir", "seed", "teacher.path", "data.data_dir", "data.test_split",
+             "data.test_size")
+
+
+def _settings(config_path, overrides):
+    """The resolved config of a run without its `_RUN_KEYS`: what it trains, and how."""
     from hksan_keras.config import resolve_config
 
-    config = resolve_config(config_path, [*protocol["overrides"], *variant["overrides"],
-                                          f"distill.method={variant['method']}"])
-    return variant["method"], config["distill"][variant["method"]]
+    config = resolve_config(config_path, overrides)
+    for key in _RUN_KEYS:
+        *parents, last = key.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node.pop(last, None)
+    return config
 
 
 def check_protocols(protocols):
     """Refuses a test-set variant that its validation protocol did not choose.
 
-    A variant of a test protocol (one that is not itself a validation
-    protocol) may be a method with its declared defaults (no overrides),
-    or must resolve to the same method settings as a variant that its
-    validation protocol lists in `chosen`: nothing reaches a test set
-    without having been chosen on validation.
+    A variant of a test protocol (one without `chosen`) must train exactly
+    as one of these does, all settings compared (the resolved config but
+    for `_RUN_KEYS`): a method with its declared defaults on the
+    protocol's config, or a variant that the protocol's
+    `validation_protocol` lists in `chosen`. So nothing reaches a test set
+    without having been chosen on validation, whether it changes a
+    method's option, the recipe or the models, in the variant or in the
+    protocol's own overrides.
 
     Raises:
         ValueError: Naming the protocol, the variant and the fix.
     """
+    from hksan_keras.distillers import METHODS
+
     for name, protocol in protocols.items():
         if "chosen" in protocol:
             unknown = sorted(set(protocol["chosen"]) - set(protocol["variants"]))
             if unknown:
                 raise ValueError(f"Protocol {name} chooses {unknown}, which it does not define.")
             continue
-        validation = protocols.get(protocol.get("validation_protocol"))
+        validation_name = protocol.get("validation_protocol")
+        if validation_name is not None and "chosen" not in protocols.get(validation_name, {}):
+            raise ValueError(
+                f"Protocol {name} names {validation_name!r} as its validation protocol, which "
+                "is not a protocol with a 'chosen' list.")
+        validation = protocols.get(validation_name)
         for config_path in protocol["configs"]:
-            allowed = []
+            allowed = [_settings(config_path, [f"distill.method={method}"]) for method in METHODS]
             if validation:
-                allowed = [_method_section(validation, config_path, validation["variants"][chosen])
-                           for chosen in validation["chosen"]]
+                allowed += [
+                    _settings(config_path, [*validation["overrides"], *validation["variants"][chosen]["overrides"],
+                                            f"distill.method={validation['variants'][chosen]['method']}"])
+                    for chosen in validation["chosen"]
+                ]
             for variant_name, variant in protocol["variants"].items():
-                if not variant["overrides"]:
-                    continue
-                if _method_section(protocol, config_path, variant) not in allowed:
+                settings = _settings(config_path, [*protocol["overrides"], *variant["overrides"],
+                                                   f"distill.method={variant['method']}"])
+                if settings not in allowed:
                     raise ValueError(
                         f"Protocol {name}'s variant {variant_name!r} is not among the variants "
-                        f"that {protocol.get('validation_protocol') or 'a validation protocol'} "
-                        "chose: run it on the validation split and add it to that protocol's "
-                        "'chosen' list first.")
+                        f"that {validation_name or 'a validation protocol'} chose: run it on the "
+                        "validation split and add it to that protocol's 'chosen' list first.")
 
 
 def _summary(values):

@@ -100,8 +100,9 @@ DEFAULTS = {
 
 # The Python type of a config value of each kind of method option.
 _KIND_TYPES = {
-    "weight": float, "positive": float, "count": int, "steps": int, "integer": int,
-    "flag": bool, "names": list, "spec": dict,
+    "weight": float, "positive": float, "fraction": float, "probability": float,
+    "count": int, "steps": int, "integer": int, "flag": bool, "choice": str,
+    "names": list, "widths": list, "spec": dict,
 }
 
 # Keys whose value may be null or a value of this type.

@@ -77,7 +77,7 @@ class LogitDiscriminator(keras.layers.Layer):
         Option("fake_as_real_weight", 0.1, "weight",
                "nu, weight of 'dropout-perturbed student logits are real' in D's loss; 0: off"),
         Option("perturbation_rate", 0.5, "fraction", "the dropout rate of those student logits"),
-        Option("batch_norm_momentum", 0.9, "fraction", "momentum of D's batch-norm statistics"),
+        Option("batch_norm_momentum", 0.9, "probability", "momentum of D's batch-norm statistics"),
     ])
     SETTINGS = tuple(OPTIONS.names())
 

@@ -333,14 +333,16 @@ def standardize_logits(logits):
         logits: Shape (batch, num_classes), num_classes >= 2.
 
     Returns:
-        The standardised logits, same shape: mean 0 and sample standard
-        deviation 1 along the last axis (for logits that are not constant).
+        The standardised logits in float32 (a float16 sum of squares
+        overflows), same shape: mean 0 and sample standard deviation 1
+        along the last axis (for logits that are not constant).
 
     Example:
 
     >>> standardize_logits(ops.array([[1.0, 2.0, 3.0]]))  # [[-1, 0, 1]]
     """
-    count = ops.cast(ops.shape(logits)[-1], logits.dtype)
+    logits = ops.cast(logits, "float32")
+    count = ops.cast(ops.shape(logits)[-1], "float32")
     centered = logits - ops.mean(logits, axis=-1, keepdims=True)
     variance = ops.sum(ops.square(centered), axis=-1, keepdims=True) / (count - 1.0)
     return centered / (ops.sqrt(variance) + STANDARDIZATION_EPSILON)

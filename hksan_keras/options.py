@@ -13,7 +13,10 @@ declaration:
   writes it; a test keeps it equal to the code).
 
 Adding a method therefore touches its own file and one line of
-`hksan_keras.distillers.METHODS`.
+`hksan_keras.distillers.METHODS`. A subclass that changes a default
+redeclares `__init__` with that argument's default read from its own
+`OPTIONS` (a signature's defaults are bound when its `def` runs;
+`Distiller.__init_subclass__` refuses a class whose two disagree).
 """
 
 import dataclasses
@@ -33,6 +36,7 @@ KINDS = {
     "names": "a list of layer names",
     "widths": "a list of integers >= 1",
     "fraction": "a number in [0, 1)",
+    "probability": "a number in [0, 1]",
     "integer": "an integer",
     "spec": "a spec",
 }
@@ -47,7 +51,8 @@ class Option:
         default: The default value.
         kind: One of `KINDS`: "weight" (finite number >= 0), "positive"
             (finite number > 0), "count" (integer >= 0), "steps" (integer
-            >= 1), "fraction" (number in [0, 1)), "flag" (bool), "choice"
+            >= 1), "fraction" (number in [0, 1)), "probability" (number in
+            [0, 1]), "flag" (bool), "choice"
             (one of `choices`), "names" (a list of layer names), "widths" (a
             list of integers >= 1), "integer" (any integer) or "spec" (a
             value that `check` validates).
@@ -94,7 +99,7 @@ class Option:
         if self.kind == "choice":
             text = "one of " + ", ".join(repr(c) for c in self.choices)
         elif self.kind == "spec":
-            text = self.values or KINDS["spec"]
+            return self.values or KINDS["spec"]
         else:
             text = KINDS[self.kind]
         return text + (" or None" if self.nullable else "")
@@ -134,8 +139,12 @@ class Option:
                 raise TypeError(f"{name} must be true or false, got {value!r}.")
             return
         if kind == "widths":
-            if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in value
+            # Integer-valued numbers in a list, tuple or array (as the
+            # layers' int() conversion takes them).
+            if not isinstance(value, (list, tuple, np.ndarray)) or not all(
+                isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+                and float(v).is_integer() and v >= 1
+                for v in np.ravel(np.asarray(value, dtype=object))
             ):
                 raise ValueError(f"{name} must be {self.describe()}, got {value!r}.")
             return
@@ -156,6 +165,8 @@ class Option:
             raise TypeError(f"{name} must be an integer, got {value!r}.")
         if kind == "fraction" and not 0 <= value < 1:
             raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+        if kind == "probability" and not 0 <= value <= 1:
+            raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
         bound = _LOWER_BOUNDS.get(kind)
         if bound is not None and (value < bound[0] or (value == bound[0] and not bound[1])):
             raise ValueError(f"{name} must be {'>=' if bound[1] else '>'} {bound[0]}, got {value!r}.")
@@ -184,6 +195,11 @@ class Options(tuple):
     def __new__(cls, options):
         options = tuple(options)
         names = [option.name for option in options]
+        # Attribute access gives defaults: a name that tuple already has
+        # would read the tuple's method instead.
+        shadowed = sorted(set(names) & set(dir(tuple)))
+        if shadowed:
+            raise ValueError(f"Option names {shadowed} are taken by tuple's attributes; rename them.")
         if len(set(names)) != len(names):
             raise ValueError(f"Options declared twice: {sorted({n for n in names if names.count(n) > 1})}.")
         return super().__new__(cls, options)

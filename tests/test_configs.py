@@ -99,3 +99,14 @@ def test_the_teacher_may_train_on_its_own_split():
 def test_removed_options_are_unknown_config_keys(key):
     with pytest.raises(ConfigError, match=f"Unknown config key '{key}'"):
         resolve_config(str(REPO / "configs" / "cifar10_resnet56_resnet20_quick.json"), [f"{key}=0"])
+
+
+@pytest.mark.parametrize("path", sorted(str(p) for p in (REPO / "configs").glob("*.json")))
+def test_dkd_ls_is_nine_times_each_pairs_dkd_with_its_warmup(path):
+    # Sun et al.'s code multiplies the pair's DKD alpha and beta by 9 (T 2).
+    distill = load_config(path)["distill"]
+    dkd, dkd_ls = distill["dkd"], distill["dkd+ls"]
+    assert dkd_ls["alpha"] == pytest.approx(9 * dkd["alpha"]), path
+    assert dkd_ls["beta"] == pytest.approx(9 * dkd["beta"]), path
+    assert dkd_ls["warmup_epochs"] == dkd["warmup_epochs"], path
+    assert dkd_ls["temperature"] == 2.0 and dkd_ls["label_weight"] == dkd["label_weight"], path

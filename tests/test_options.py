@@ -109,6 +109,47 @@ def test_the_command_line_refuses_a_bad_value_in_one_line_before_the_teacher_tra
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("hksan-keras")]
-    assert errors == ["hksan-keras experiment: error: distill.kd.temperature must be > 0, got 0."]
+    assert errors == ["hksan-keras experiment: error: distill.kd.temperature must be > 0, got 0.0."]
     assert "Traceback" not in result.stderr
     assert not run.exists()
+
+
+def test_a_subclass_that_changes_a_default_must_redeclare_init():
+    from hksan_keras.distillers import ANCDistiller, KDDistiller
+
+    with pytest.raises(TypeError, match=r"temperature \(OPTIONS 2.0, __init__ 4.0\)"):
+        type("MyKD", (KDDistiller,), {"OPTIONS": KDDistiller.OPTIONS.extend(temperature=2.0)})
+    with pytest.raises(TypeError, match="DISCRIMINATOR is no longer read"):
+        type("MyANC", (ANCDistiller,), {"DISCRIMINATOR": {"units": [32]}})
+
+
+def test_the_declared_discriminator_spec_is_never_changed_by_a_distiller(teacher, student):
+    from hksan_keras.distillers import ANCDistiller
+
+    settings = ANCDistiller(teacher, student).discriminator_settings(None)
+    settings["units"].append(3)
+    assert ANCDistiller.OPTIONS.discriminator["units"] == [256, 256]
+    assert ANCDistiller(teacher, student).discriminator.units == [256, 256]
+
+
+def test_integer_valued_numbers_are_taken_where_integers_are(teacher, student):
+    import numpy as np
+
+    from hksan_keras import LogitDiscriminator
+    from hksan_keras.distillers import ATDistiller
+
+    assert LogitDiscriminator(10, units=np.array([64, 32])).units == [64, 32]
+    assert LogitDiscriminator(10, units=[64.0]).units == [64]
+    assert LogitDiscriminator(10, batch_norm_momentum=1.0).batch_norm_momentum == 1.0
+    with pytest.raises(ValueError, match="units must be a list of integers >= 1"):
+        LogitDiscriminator(10, units=[64.5])
+    distiller = ATDistiller(teacher, student, num_stages=2.0)
+    assert distiller.num_stages == 2 and len(distiller.teacher_stages) == 2
+
+
+def test_the_adversarial_baselines_keep_their_positional_order(teacher, student):
+    from hksan_keras.distillers import ANCDistiller
+
+    distiller = ANCDistiller(teacher, student, 5.0, "squared", 0.2, 0.5)
+    assert (distiller.logit_weight, distiller.logit_distance, distiller.adversarial_weight,
+            distiller.label_weight) == (5.0, "squared", 0.2, 0.5)

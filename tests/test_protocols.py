@@ -63,3 +63,25 @@ def test_a_protocol_without_validation_runs_only_the_methods_defaults(protocols)
         "method": "kd", "overrides": ["distill.kd.temperature=8"], "note": "T 8"}
     with pytest.raises(ValueError, match="'kd_t8'"):
         accuracy.check_protocols(changed)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["distill.epochs=60"], ["distill.learning_rate=0.3"], ["distill.d_learning_rate=0.01"],
+    ["student.model=resnet20"], ["distill.num_stages=2"],
+])
+def test_a_recipe_or_model_change_on_a_test_set_is_refused_too(protocols, overrides):
+    changed = copy.deepcopy(protocols)
+    changed["cpu-small"]["variants"]["changed"] = {"method": "hksan", "overrides": overrides, "note": "x"}
+    with pytest.raises(ValueError, match="'changed'"):
+        accuracy.check_protocols(changed)
+
+
+def test_protocol_wide_overrides_are_checked_and_a_bad_validation_name_is_named(protocols):
+    changed = copy.deepcopy(protocols)
+    changed["paper"]["overrides"] = ["distill.kd.temperature=8"]
+    with pytest.raises(ValueError, match="Protocol paper's variant 'student'"):
+        accuracy.check_protocols(changed)
+    changed = copy.deepcopy(protocols)
+    changed["cpu-small"]["validation_protocol"] = "cpu-smal-validation"
+    with pytest.raises(ValueError, match="'cpu-smal-validation' as its validation protocol"):
+        accuracy.check_protocols(changed)

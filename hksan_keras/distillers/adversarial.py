@@ -68,7 +68,8 @@ def discriminator_option(**settings):
         "discriminator", {**LogitDiscriminator.default_settings(), **settings}, "spec",
         "the logit discriminator D; a dict overrides this spec key by key",
         nullable=True, check=check_discriminator_spec,
-        values="a dict of LogitDiscriminator settings, an unbuilt LogitDiscriminator, or None (the default)",
+        values=("a dict of LogitDiscriminator settings over this default; in Python also an unbuilt "
+                "LogitDiscriminator, or None for this default"),
     )
 
 
@@ -129,8 +130,8 @@ class AdversarialDistiller(Distiller):
             The distiller builds its own D from it, for its class count, in
             float32, as the attribute `discriminator`.
         discriminator_steps: k_D, discriminator updates per student update.
-        label_weight, global_clipnorm: See `Distiller`.
         seed: Seed of the perturbation dropout.
+        label_weight, global_clipnorm: See `Distiller`.
         **kwargs: Standard `keras.Model` arguments.
 
     Raises:
@@ -184,6 +185,15 @@ class AdversarialDistiller(Distiller):
         "perturbation_rate": "perturbation_rate",
     }
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "DISCRIMINATOR" in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__}.DISCRIMINATOR is no longer read: declare the method's "
+                "discriminator in its options, OPTIONS = <parent>.OPTIONS.extend("
+                "discriminator_option(**settings)), and redeclare __init__ with "
+                "discriminator=OPTIONS.discriminator.")
+
     def __init__(
         self,
         teacher,
@@ -193,9 +203,9 @@ class AdversarialDistiller(Distiller):
         adversarial_weight=OPTIONS.adversarial_weight,
         discriminator=OPTIONS.discriminator,
         discriminator_steps=OPTIONS.discriminator_steps,
+        seed=OPTIONS.seed,
         label_weight=OPTIONS.label_weight,
         global_clipnorm=OPTIONS.global_clipnorm,
-        seed=OPTIONS.seed,
         **kwargs,
     ):
         moved = [name for name in self.MOVED_OPTIONS if name in kwargs]
@@ -212,7 +222,7 @@ class AdversarialDistiller(Distiller):
         self.logit_distance = logit_distance
         self.adversarial_weight = float(adversarial_weight)
         self.discriminator_steps = int(discriminator_steps)
-        self.seed = seed
+        self.seed = None if seed is None else int(seed)
         self.discriminator = LogitDiscriminator(
             self.num_classes,
             **self.discriminator_settings(discriminator),
@@ -221,7 +231,7 @@ class AdversarialDistiller(Distiller):
         )
         input_width = self.num_classes * (2 if self.CONDITIONAL else 1)
         self.discriminator.build((None, input_width))
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
 
     def discriminator_settings(self, spec):
         """The settings of the discriminator a spec describes, for this distiller.
@@ -257,7 +267,8 @@ class AdversarialDistiller(Distiller):
                 f"discriminator has num_classes={num_classes}, but the models "
                 f"predict {self.num_classes} classes; leave it out."
             )
-        return {**self.OPTIONS["discriminator"].default, **settings}
+        # OPTIONS.discriminator is a copy: the declared default stays as it is.
+        return {**self.OPTIONS.discriminator, **settings}
 
     def compile(self, optimizer="adam", d_optimizer=None, **kwargs):
         """Configures the two optimizers.

@@ -61,8 +61,8 @@ class ANCDistiller(AdversarialDistiller):
     OPTIONS = AdversarialDistiller.OPTIONS.extend(discriminator_option(class_head=False))
 
     def __init__(self, teacher, student, logit_weight=OPTIONS.logit_weight, logit_distance=OPTIONS.logit_distance,
-                 adversarial_weight=OPTIONS.adversarial_weight, discriminator=OPTIONS.discriminator,
-                 discriminator_steps=OPTIONS.discriminator_steps, label_weight=OPTIONS.label_weight,
+                 adversarial_weight=OPTIONS.adversarial_weight, label_weight=OPTIONS.label_weight,
+                 discriminator=OPTIONS.discriminator, discriminator_steps=OPTIONS.discriminator_steps,
                  global_clipnorm=OPTIONS.global_clipnorm, seed=OPTIONS.seed, **kwargs):
         kwargs.setdefault("name", "anc_distiller")
         super().__init__(

@@ -9,6 +9,8 @@ student side. Adversarial methods add discriminator updates through
 `update_discriminator` (see adversarial.py).
 """
 
+import inspect
+
 import keras
 from keras import ops
 
@@ -279,6 +281,25 @@ class Distiller(keras.Model):
                "clip the student side's update to this global L2 norm (Pascanu et al. 2013); "
                "None: no clipping", nullable=True),
     ])
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A signature's defaults are bound when its `def` runs, so a subclass
+        # that changes a default in OPTIONS but inherits __init__ would build
+        # with the parent's default while configs and docs say the new one.
+        parameters = inspect.signature(cls.__init__).parameters
+        stale = [
+            f"{option.name} (OPTIONS {option.default!r}, __init__ {parameters[option.name].default!r})"
+            for option in cls.OPTIONS
+            if option.constructor and option.name in parameters
+            and parameters[option.name].default is not inspect.Parameter.empty
+            and parameters[option.name].default != option.default
+        ]
+        if stale:
+            raise TypeError(
+                f"{cls.__name__}.OPTIONS and its __init__ disagree on the defaults of "
+                f"{', '.join(stale)}: redeclare __init__ with each argument's default read "
+                "from OPTIONS (e.g. temperature=OPTIONS.temperature).")
 
     def __init__(self, teacher, student, label_weight=OPTIONS.label_weight,
                  global_clipnorm=OPTIONS.global_clipnorm, **kwargs):
@@ -704,6 +725,7 @@ class StageDistiller(Distiller):
     ):
         StageDistiller.OPTIONS.check(locals())
         super().__init__(teacher, student, **kwargs)
+        num_stages = None if num_stages is None else int(num_stages)
         self.teacher_stages = resolve_stages(
             teacher, teacher_stages, num_stages, role="teacher"
         )

@@ -118,10 +118,14 @@ class DKDLSDistiller(DKDDistiller):
 
     DKD's loss on z-scored logits (`losses.standardize_logits`), with the
     paper's CIFAR-100 setting (Sun, Ren, Li, Wang, Cao, "Logit
-    Standardization in Knowledge Distillation", CVPR 2024; their code's
-    `--logit-stand --base-temp 2 --kd-weight 9` over mdistiller's DKD):
-    T = 2, alpha = 1 * 9, beta = 8 * 9; the label weight and the warm-up
-    are DKD's.
+    Standardization in Knowledge Distillation", CVPR 2024; their code,
+    tools/train.py at sunshangquan/logit-standardization-KD 6b58661,
+    `--logit-stand --base-temp 2 --kd-weight 9`, multiplies the pair's
+    DKD alpha and beta by 9 and sets T = 2): the defaults are mdistiller's
+    DKD (alpha 1, beta 8) times 9, T = 2; the label weight and the warm-up
+    are DKD's. A pair whose DKD beta differs (mdistiller's per-pair betas,
+    set in configs/) takes 9 times its own: the configs set `dkd+ls` beside
+    `dkd`.
 
     Args:
         teacher, student, alpha, beta, temperature, warmup_steps,
