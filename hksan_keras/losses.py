@@ -444,6 +444,33 @@ def hint_loss(teacher_map, regressed_student_map):
     return ops.mean(ops.square(student_map - teacher_map))
 
 
+def vid_loss(teacher_map, predicted_mean, variance):
+    """VID's loss: the negative log-likelihood of the teacher's features
+    under a Gaussian that the student predicts.
+
+    Ahn, Hu, Damianou, Lawrence, Dai, "Variational Information
+    Distillation for Knowledge Transfer" (CVPR 2019): the variational lower
+    bound on the mutual information between teacher and student features,
+    with a heteroscedastic Gaussian q(t | s) = N(mu(s), sigma^2) per channel:
+
+        mean over examples, positions and channels of
+        0.5 * ((mu(s) - t)^2 / sigma^2 + log sigma^2)
+
+    (the constant 0.5 * log(2 pi) dropped, as in the authors' and
+    RepDistiller's code).
+
+    Args:
+        teacher_map: Teacher stage, shape (batch, H, W, C_t).
+        predicted_mean: mu(s), the student's prediction of it, same shape.
+        variance: sigma^2 per channel, shape (C_t,), > 0.
+
+    Returns:
+        Scalar loss. For a fixed variance it is smallest, 0.5 * mean(log
+        sigma^2), where the prediction equals the teacher's features.
+    """
+    return 0.5 * ops.mean(ops.square(predicted_mean - teacher_map) / variance + ops.log(variance))
+
+
 def attention_map(feature_map, p=2.0):
     """Zagoruyko & Komodakis's spatial attention: L2-normalised mean_c |F|^p.
 

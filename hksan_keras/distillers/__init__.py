@@ -14,6 +14,7 @@ from hksan_keras.distillers.fitnets import FitNetsDistiller
 from hksan_keras.distillers.hksan import HKSANDistiller
 from hksan_keras.distillers.kd import KDDistiller, KDLSDistiller
 from hksan_keras.distillers.nst import NSTDistiller
+from hksan_keras.distillers.vid import VIDDistiller
 from hksan_keras.distillers.xu import ConditionalAdversarialDistiller
 
 METHODS = {
@@ -25,6 +26,7 @@ METHODS = {
     "fitnets": FitNetsDistiller,
     "at": ATDistiller,
     "nst": NSTDistiller,
+    "vid": VIDDistiller,
     "anc": ANCDistiller,
     "xu": ConditionalAdversarialDistiller,
     "hksan": HKSANDistiller,
@@ -36,7 +38,7 @@ def get(method):
 
     Args:
         method: One of `METHODS` ("student", "kd", "kd+ls", "dkd",
-            "dkd+ls", "fitnets", "at", "nst", "anc", "xu", "hksan").
+            "dkd+ls", "fitnets", "at", "nst", "vid", "anc", "xu", "hksan").
 
     Returns:
         The class.
@@ -64,6 +66,7 @@ __all__ = [
     "FitNetsDistiller",
     "ATDistiller",
     "NSTDistiller",
+    "VIDDistiller",
     "ANCDistiller",
     "ConditionalAdversarialDistiller",
     "HKSANDistiller",
