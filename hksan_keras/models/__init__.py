@@ -4,6 +4,7 @@ import functools
 
 from hksan_keras.models.cifar_resnet import cifar_resnet, resnet8x4, resnet32x4
 from hksan_keras.models.imagenet_resnet import imagenet_resnet
+from hksan_keras.models import pretrained
 from hksan_keras.models.wide_resnet import wide_resnet
 
 MODELS = {
@@ -28,25 +29,43 @@ MODELS = {
 }
 
 
-def get(name, num_classes, **kwargs):
-    """Builds a zoo model by name.
+def get(name, num_classes=None, weights=None, **kwargs):
+    """Builds a zoo model by name, with random or trained weights.
 
     Args:
         name: One of `hksan_keras.models.MODELS` ("resnet20", "resnet164",
             "resnet8x4", "wrn_40_2", ...).
-        num_classes: Number of output logits.
+        num_classes: Number of output logits. Required with random weights;
+            with shipped weights it defaults to theirs and must equal it.
+        weights: None (random initial weights), the name of a dataset whose
+            trained weights ship with the package ("cifar10"; the list and
+            their test accuracy: `hksan_keras.models.pretrained.manifest()`
+            and docs/models.md), or the path of a `.weights.h5` file saved
+            from the same architecture, as in `keras.applications`.
         **kwargs: Passed to the model's constructor (weight_decay, ...).
 
     Returns:
         A functional `keras.Model` with stages named "stage1", "stage2", ...
 
+    Raises:
+        ValueError: an unknown model name; no num_classes with random
+            weights; or (see `pretrained.load_weights`) no shipped weights for
+            this model and dataset, or a different number of classes.
+
     Example:
 
     >>> teacher = hksan_keras.models.get("resnet164", num_classes=10)
+    >>> teacher = hksan_keras.models.get("resnet56", weights="cifar10")  # trained
     """
     if name not in MODELS:
         raise ValueError(f"Unknown model {name!r}; choose one of {sorted(MODELS)}.")
-    return MODELS[name](num_classes=num_classes, **kwargs)
+    if weights is not None and not pretrained.is_path(weights):
+        shipped = pretrained.entry(name, weights)
+        num_classes = shipped["num_classes"] if num_classes is None else num_classes
+    if num_classes is None:
+        raise ValueError(f"models.get({name!r}) needs num_classes (or weights= naming a dataset with shipped weights).")
+    model = MODELS[name](num_classes=num_classes, **kwargs)
+    return pretrained.load_weights(model, name, weights)
 
 
-__all__ = ["MODELS", "cifar_resnet", "get", "imagenet_resnet", "resnet8x4", "resnet32x4", "wide_resnet"]
+__all__ = ["MODELS", "cifar_resnet", "get", "imagenet_resnet", "pretrained", "resnet8x4", "resnet32x4", "wide_resnet"]

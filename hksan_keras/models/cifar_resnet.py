@@ -101,6 +101,7 @@ def cifar_resnet(
     zero_init_residual=False,
     input_shape=(32, 32, 3),
     name=None,
+    weights=None,
 ):
     """A CIFAR ResNet: a 3x3 stem, three stages, global pooling, logits.
 
@@ -129,15 +130,24 @@ def cifar_resnet(
             53.0% without), hence off by default.
         input_shape: Shape of one input image.
         name: Model name; defaults to "resnet{depth}".
+        weights: None (random initial weights), a dataset whose trained
+            weights ship with the package for this depth at the standard
+            widths ("cifar10": see `hksan_keras.models.pretrained`), or the
+            path of a `.weights.h5` file of the same architecture.
 
     Returns:
         A functional `keras.Model` from images to logits.
+
+    Raises:
+        ValueError: a depth that does not fit the block; or shipped weights
+            asked for a model that has none (see `pretrained.load_weights`).
 
     Example:
 
     >>> model = cifar_resnet(20, num_classes=100)
     >>> model.output.shape
     (None, 100)
+    >>> teacher = cifar_resnet(56, num_classes=10, weights="cifar10")  # trained
     """
     if block == "basic":
         if (depth - 2) % 6:
@@ -161,7 +171,19 @@ def cifar_resnet(
         x, stage_widths, [blocks_per_stage] * len(stage_widths), block_fn,
         weight_decay, batch_norm_momentum, zero_init_residual,
     )
-    return keras.Model(inputs, logits_head(x, num_classes, weight_decay), name=name or f"resnet{depth}")
+    model = keras.Model(inputs, logits_head(x, num_classes, weight_decay), name=name or f"resnet{depth}")
+    if weights is None:
+        return model
+    from hksan_keras.models import pretrained
+
+    standard = stem_width == 16 and tuple(stage_widths) == (
+        (16, 32, 64) if block == "basic" else (64, 128, 256)
+    )
+    # Shipped weights are listed by zoo name: "resnet{depth}" for the
+    # standard widths (hksan_keras.models.MODELS), else the name given
+    # ("resnet8x4").
+    zoo_name = f"resnet{depth}" if standard else model.name
+    return pretrained.load_weights(model, zoo_name, weights)
 
 
 def resnet8x4(num_classes=100, **kwargs):

@@ -1,0 +1,69 @@
+"""Puts a trained teacher's weights into the package (maintainers).
+
+    python scripts/ship_weights.py --run_dir=runs/cifar10_resnet56_teacher \
+        --command="hksan-keras train-teacher --config=configs/cifar10_resnet56_teacher.json ..."
+
+Reads RUN_DIR/teacher/last.keras (the last epoch's model) and the run's
+config.json, writes hksan_keras/models/weights/<model>_<dataset>.weights.h5,
+loads that file into a freshly built zoo model, measures its accuracy on the
+dataset's whole test split, and records the accuracy, the number of training
+images, the recipe (the config's description), the command and the git
+revision in hksan_keras/models/weights/manifest.json
+(`hksan_keras.models.pretrained.ship`). Then regenerate docs/models.md's
+table with `python -m hksan_keras.models.pretrained`.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run_dir", required=True, help="A run of `hksan-keras train-teacher`.")
+    parser.add_argument("--command", required=True, help="The exact command that trained it.")
+    parser.add_argument("--data_dir", default=None, help="TFDS data directory (else the run's, else $TFDS_DATA_DIR).")
+    args = parser.parse_args()
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    import tensorflow_datasets as tfds
+
+    from hksan_keras import data, models
+    from hksan_keras.models import pretrained
+
+    with open(os.path.join(args.run_dir, "config.json")) as f:
+        config = json.load(f)
+    name, dataset = config["teacher"]["model"], config["data"]["dataset"]
+    if dataset not in data.CIFAR_STATS:
+        sys.exit(f"Only CIFAR teachers ship with the package; this run trained on {dataset!r}.")
+    if config["teacher"]["train_size"] is not None or config["teacher"]["train_split"] != "train":
+        sys.exit("Shipped teachers are trained on the whole training split (teacher.train_split=train, no train_size).")
+    data_dir = data.resolve_data_dir(args.data_dir or config["data"]["data_dir"])
+    trained = keras.models.load_model(os.path.join(args.run_dir, "teacher", "last.keras"))
+    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+
+    # Measured on the file as users load it, not on the model in memory.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "trained.weights.h5")
+        trained.save_weights(path)
+        model = models.get(name, num_classes=trained.output.shape[-1], weights=path)
+    test = data.cifar_dataset(dataset, "test", batch_size=500, data_dir=data_dir)
+    model.compile(metrics=["accuracy"])
+    accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+    train_images = tfds.builder(dataset, data_dir=data_dir).info.splits["train"].num_examples
+    teacher = config["teacher"]
+    recipe = (
+        f"SGD lr {teacher['learning_rate']} momentum {teacher['momentum']}, /{1 / teacher['lr_decay']:g} at epochs "
+        f"{teacher['lr_milestones']}, {teacher['epochs']} epochs, batch {config['data']['batch_size']}, weight decay "
+        f"{teacher['weight_decay']}; pad-4 crop + flip"
+    )
+    written = pretrained.ship(model, name, dataset, accuracy, train_images, recipe, args.command, revision)
+    print(f"{written}: {name} on {dataset}, test accuracy {100 * accuracy:.2f}% over the whole test split.")
+
+
+if __name__ == "__main__":
+    main()

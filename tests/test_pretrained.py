@@ -1,0 +1,78 @@
+"""Shipped weights: `models.get(name, weights=...)` and `cifar_resnet(..., weights=...)`."""
+
+import json
+
+import numpy as np
+import pytest
+
+from hksan_keras import models
+from hksan_keras.models import pretrained
+
+
+def _trained_resnet8(seed=3):
+    model = models.get("resnet8", num_classes=10)
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    return model
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A package weights folder holding one ResNet-8 on "cifar10"."""
+    monkeypatch.setattr(pretrained, "WEIGHTS_DIR", tmp_path)
+    model = _trained_resnet8()
+    pretrained.ship(model, "resnet8", "cifar10", 0.5123, 50000, "a recipe", "a command", "0" * 40)
+    return model
+
+
+def test_shipped_weights_load_by_dataset_name_and_equal_the_shipped_model(shipped, tmp_path):
+    loaded = models.get("resnet8", weights="cifar10")
+    assert loaded.output.shape[-1] == 10
+    for a, b in zip(loaded.get_weights(), shipped.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    direct = models.cifar_resnet(8, num_classes=10, weights="cifar10")
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(direct.predict(images, verbose=0), shipped.predict(images, verbose=0), atol=1e-5)
+    entry = json.loads((tmp_path / "manifest.json").read_text())["resnet8"]["cifar10"]
+    assert entry["test_accuracy"] == 0.5123 and entry["train_images"] == 50000 and entry["num_classes"] == 10
+    assert entry["file"] == "resnet8_cifar10.weights.h5" and len(entry["sha256"]) == 64
+    assert "| resnet8 | cifar10 | 51.23 | 50000 | a recipe | `a command` | 0000000 |" in pretrained.markdown()
+
+
+def test_a_weights_path_loads_like_keras_applications(tmp_path):
+    model = _trained_resnet8(seed=5)
+    path = tmp_path / "mine.weights.h5"
+    model.save_weights(path)
+    loaded = models.get("resnet8", num_classes=10, weights=str(path))
+    for a, b in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        models.get("resnet8", num_classes=10, weights=str(tmp_path / "missing.weights.h5"))
+
+
+def test_missing_pairs_other_class_counts_and_damaged_files_are_refused(shipped, tmp_path):
+    with pytest.raises(ValueError, match=r"No shipped weights for 'resnet20' trained on 'cifar10'; shipped: resnet8 on cifar10\. Pass weights=None"):
+        models.get("resnet20", weights="cifar10")
+    with pytest.raises(ValueError, match="No shipped weights for 'resnet8' trained on 'cifar100'"):
+        models.get("resnet8", weights="cifar100")
+    with pytest.raises(ValueError, match="have 10 classes, but the model was built with num_classes=100"):
+        models.get("resnet8", num_classes=100, weights="cifar10")
+    with pytest.raises(ValueError, match="No shipped weights for 'resnet8x4'"):
+        models.resnet8x4(num_classes=10, weights="cifar10")
+    (tmp_path / "resnet8_cifar10.weights.h5").write_text("version https://git-lfs.github.com/spec/v1\n")
+    with pytest.raises(ValueError, match="missing or damaged .* Git LFS pointer"):
+        models.get("resnet8", weights="cifar10")
+
+
+def test_random_weights_still_need_a_class_count():
+    with pytest.raises(ValueError, match="needs num_classes"):
+        models.get("resnet8")
+
+
+
+def test_docs_models_md_is_generated_from_the_manifest():
+    import pathlib
+
+    written = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
+    assert written == pretrained.markdown(), (
+        "docs/models.md is out of date: run `python -m hksan_keras.models.pretrained > docs/models.md`.")
