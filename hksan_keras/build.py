@@ -20,14 +20,16 @@ from hksan_keras.training import milestone_sgd
 
 
 def build_models(config, num_classes):
-    """The teacher and student of a config (untrained), from the model zoo.
+    """The teacher and student of a config, from the model zoo.
 
     Args:
         config: A resolved config.
         num_classes: Number of classes of the dataset.
 
     Returns:
-        `(teacher, student)` functional models.
+        `(teacher, student)` functional models; the teacher has
+        `teacher.weights` loaded where the config sets them, else both are
+        untrained.
 
     Example:
 
@@ -37,6 +39,7 @@ def build_models(config, num_classes):
     teacher = models.get(
         config["teacher"]["model"], num_classes,
         weight_decay=config["teacher"]["weight_decay"], input_shape=shape,
+        weights=config["teacher"]["weights"],
     )
     student = models.get(
         config["student"]["model"], num_classes,

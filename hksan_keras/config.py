@@ -63,6 +63,11 @@ DEFAULTS = {
     "teacher": {
         "model": "resnet56",
         "path": None,
+        # Trained weights instead of training: a dataset whose weights ship
+        # with the package ("cifar10") or a .weights.h5 path
+        # (hksan_keras.models.pretrained); train-teacher then only loads,
+        # tests and saves them.
+        "weights": None,
         # The teacher's own training images, when they differ from the
         # students' (data.train_split / data.train_size).
         "train_split": None,
@@ -114,6 +119,7 @@ _NULLABLE = {
     "data.train_size": int,
     "data.test_size": int,
     "teacher.path": str,
+    "teacher.weights": str,
     "teacher.train_split": str,
     "teacher.train_size": int,
     "distill.num_stages": int,
@@ -295,4 +301,10 @@ def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
     for section in ("teacher", "distill"):
         if config[section]["epochs"] < 1:
             raise ConfigError(f"{section}.epochs must be >= 1.")
+    weights = config["teacher"]["weights"]
+    if weights is not None and not models.pretrained.is_path(weights):
+        try:
+            models.pretrained.entry(config["teacher"]["model"], weights)
+        except ValueError as error:
+            raise ConfigError(f"teacher.weights: {error}") from None
     return config

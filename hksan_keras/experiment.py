@@ -51,6 +51,8 @@ def train_on_labels(config, role, verbose=1):
     """
     if role not in ("teacher", "student"):
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}.")
+    if role == "teacher" and config["teacher"]["weights"]:
+        return _teacher_from_weights(config)
     # A multi-worker strategy must exist before any other TensorFlow op.
     strategy = make_strategy(config["strategy"])
     step = Step(config, role)
@@ -78,6 +80,27 @@ def train_on_labels(config, role, verbose=1):
               callbacks=callbacks, verbose=verbose)
     model.save(os.path.join(step.directory, "last.keras"))
     return step.finish({"model": config[role]["model"]})
+
+
+def _teacher_from_weights(config):
+    """The teacher step of `teacher.weights`: load, test and save, no training.
+
+    The saved `<run_dir>/teacher/last.keras` is what every later step reads,
+    as for a trained teacher.
+    """
+    step = Step(config, "teacher")
+    _, test, num_classes, _ = load_data(config, "teacher")
+    teacher, _ = build_models(config, num_classes)
+    teacher.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    accuracy = float(teacher.evaluate(test, verbose=0, return_dict=True)["accuracy"])
+    teacher.save(os.path.join(step.directory, "last.keras"))
+    weights = config["teacher"]["weights"]
+    print(f"teacher: {config['teacher']['model']} with weights {weights!r} (not trained here), "
+          f"test accuracy {accuracy:.4f}", flush=True)
+    return step.finish({
+        "model": config["teacher"]["model"], "weights": weights,
+        "best_epoch_test_accuracy": accuracy, "last_epoch_test_accuracy": accuracy,
+    })
 
 
 def distill(config, verbose=1):

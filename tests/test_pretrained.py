@@ -12,7 +12,9 @@ from hksan_keras.models import pretrained
 def _trained_resnet8(seed=3):
     model = models.get("resnet8", num_classes=10)
     rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
+    # Not the initial weights, and a working network (BatchNorm variances
+    # stay positive).
+    model.set_weights([w + 0.01 * rng.normal(size=w.shape).astype("float32") for w in model.get_weights()])
     return model
 
 
@@ -76,3 +78,40 @@ def test_docs_models_md_is_generated_from_the_manifest():
     written = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "models.md").read_text()
     assert written == pretrained.markdown(), (
         "docs/models.md is out of date: run `python -m hksan_keras.models.pretrained > docs/models.md`.")
+
+
+TINY = [
+    "teacher.model=resnet8", "student.model=resnet8", "data.train_size=128", "data.test_size=128",
+    "data.batch_size=64", "distill.epochs=1", "distill.lr_milestones=[]", "distill.method=kd",
+]
+
+
+@pytest.mark.full
+def test_teacher_weights_in_a_config_load_instead_of_training(cifar_data_dir, tmp_path):
+    from hksan_keras import experiment
+    from hksan_keras.config import resolve_config
+
+    model = _trained_resnet8(seed=7)
+    path = tmp_path / "teacher.weights.h5"
+    model.save_weights(path)
+    config = resolve_config(str(pretrained.pathlib.Path(__file__).resolve().parents[1] / "configs" / "cifar10_resnet56_resnet20_quick.json"),
+                            [*TINY, f"teacher.weights={path}"], run_dir=str(tmp_path / "run"), data_dir=cifar_data_dir)
+    metrics = experiment.train_on_labels(config, "teacher", verbose=0)
+    assert metrics["weights"] == str(path) and metrics["epochs"] == 0
+    assert 0 <= metrics["last_epoch_test_accuracy"] == metrics["best_epoch_test_accuracy"] <= 1
+    import keras
+
+    saved = keras.saving.load_model(tmp_path / "run" / "teacher" / "last.keras")
+    for a, b in zip(saved.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # The later steps read it as the run's teacher.
+    assert experiment.distill(config, verbose=0)["teacher"] == str(tmp_path / "run" / "teacher" / "last.keras")
+
+
+def test_a_config_naming_weights_that_do_not_ship_is_refused_when_read(shipped):
+    from hksan_keras.config import ConfigError, resolve_config
+
+    quick = str(pretrained.pathlib.Path(__file__).resolve().parents[1] / "configs" / "cifar10_resnet56_resnet20_quick.json")
+    with pytest.raises(ConfigError, match="teacher.weights: No shipped weights for 'resnet56' trained on 'cifar10'; shipped: resnet8 on cifar10"):
+        resolve_config(quick, ["teacher.weights=cifar10"])
+    assert resolve_config(quick, ["teacher.model=resnet8", "teacher.weights=cifar10"])["teacher"]["weights"] == "cifar10"
