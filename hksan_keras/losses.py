@@ -558,3 +558,100 @@ def logit_l1_loss(teacher_logits, student_logits):
         Scalar `mean(|l_S - l_T|)`.
     """
     return ops.mean(ops.abs(student_logits - teacher_logits))
+
+
+# Keeps a constant row's correlation at 0 instead of 0 / 0 (DIST's code's).
+CORRELATION_EPSILON = 1e-8
+
+
+def pearson_correlation(a, b, axis=-1):
+    """Pearson correlation of `a` and `b` along `axis`.
+
+    `sum(a' * b') / (|a'| * |b'| + 1e-8)` with `a' = a - mean(a)` and
+    `b' = b - mean(b)` along `axis`: the cosine similarity of the centred
+    vectors. A constant vector has correlation 0 with anything.
+
+    Args:
+        a, b: Tensors of the same shape.
+        axis: The axis along which the vectors run.
+
+    Returns:
+        The correlations, `axis` removed; in [-1, 1].
+    """
+    a = a - ops.mean(a, axis=axis, keepdims=True)
+    b = b - ops.mean(b, axis=axis, keepdims=True)
+    norms = ops.sqrt(ops.sum(ops.square(a), axis=axis)) * ops.sqrt(ops.sum(ops.square(b), axis=axis))
+    return ops.sum(a * b, axis=axis) / (norms + CORRELATION_EPSILON)
+
+
+def _softened(logits, temperature):
+    # float32: the correlations' sums of small products lose precision in
+    # float16.
+    return ops.softmax(ops.cast(logits, "float32") / temperature, axis=-1)
+
+
+def dist_inter_class_loss(teacher_logits, student_logits, temperature=4.0):
+    """DIST's inter-class relation loss (Huang et al., NeurIPS 2022).
+
+    `T^2 * (1 - mean_i rho(p_S[i, :], p_T[i, :]))`: for each example, one
+    minus the Pearson correlation of the student's and the teacher's
+    softened class probabilities (`p = softmax(l / T)`), averaged over the
+    batch. It is zero when each of the student's rows is a positive affine
+    function of the teacher's, which an exact match is, and invariant to
+    such maps (the relation, not the values, is matched).
+
+    Args:
+        teacher_logits: Shape (batch, num_classes).
+        student_logits: Shape (batch, num_classes).
+        temperature: T.
+
+    Returns:
+        Scalar loss in [0, 2 T^2].
+
+    Example:
+
+    >>> dist_inter_class_loss(ops.array([[2.0, 0.0, -1.0]]), ops.array([[1.0, 0.5, -1.0]]))
+    """
+    teacher, student = _softened(teacher_logits, temperature), _softened(student_logits, temperature)
+    return temperature**2 * (1.0 - ops.mean(pearson_correlation(student, teacher, axis=-1)))
+
+
+def dist_intra_class_loss(teacher_logits, student_logits, temperature=4.0):
+    """DIST's intra-class relation loss (Huang et al., NeurIPS 2022).
+
+    `T^2 * (1 - mean_c rho(p_S[:, c], p_T[:, c]))`: for each class, one minus
+    the Pearson correlation over the batch's examples of the student's and
+    the teacher's softened probabilities of that class, averaged over the
+    classes. A statistic of the batch: under a distribution strategy each
+    replica computes it on its own examples (as DIST's distributed training
+    does on each GPU), so it depends on how the batch is split.
+
+    Args:
+        teacher_logits: Shape (batch, num_classes), batch >= 2 (one example
+            has no variation across the batch: its term is 1 * T^2).
+        student_logits: Shape (batch, num_classes).
+        temperature: T.
+
+    Returns:
+        Scalar loss in [0, 2 T^2].
+    """
+    teacher, student = _softened(teacher_logits, temperature), _softened(student_logits, temperature)
+    return temperature**2 * (1.0 - ops.mean(pearson_correlation(student, teacher, axis=0)))
+
+
+def dist_loss(teacher_logits, student_logits, temperature=4.0, beta=2.0, gamma=2.0):
+    """DIST's distillation loss: `beta * inter + gamma * intra` (see above).
+
+    Args:
+        teacher_logits: Shape (batch, num_classes).
+        student_logits: Shape (batch, num_classes).
+        temperature: T (4 in DIST's CIFAR setting).
+        beta: Weight of `dist_inter_class_loss` (2 on CIFAR).
+        gamma: Weight of `dist_intra_class_loss` (2 on CIFAR).
+
+    Returns:
+        Scalar loss.
+    """
+    return beta * dist_inter_class_loss(teacher_logits, student_logits, temperature) + gamma * (
+        dist_intra_class_loss(teacher_logits, student_logits, temperature)
+    )

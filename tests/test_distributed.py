@@ -87,6 +87,26 @@ def test_uneven_last_batches_train_the_same_model_as_one_device(tmp_path, method
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-5, err_msg=key)
 
 
+def test_vid_trains_the_same_model_on_two_replicas_as_on_one_device(tmp_path):
+    # Its regressors and learned variances are replicated like the student.
+    single = _run(1, tmp_path, "vid", 35)
+    mirrored = _run(2, tmp_path, "vid", 35)
+    assert "history_vid_loss" in single
+    for key in (k for k in single if k.startswith(("history_", "evaluate_", "student_"))):
+        np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-5, err_msg=key)
+
+
+def test_dist_trains_on_two_replicas(tmp_path):
+    # Its intra-class term is a statistic of each replica's own examples
+    # (losses.dist_intra_class_loss), so the weights are not those of one
+    # device; the training must still run and stay finite.
+    mirrored = _run(2, tmp_path, "dist")
+    assert int(mirrored["replicas"]) == 2 and "history_intra_class_loss" in mirrored
+    for key in (k for k in mirrored if k.startswith(("history_", "evaluate_", "student_"))):
+        assert np.all(np.isfinite(mirrored[key])), key
+    assert mirrored["history_loss"][-1] < mirrored["history_loss"][0]
+
+
 @pytest.mark.parametrize("method", ["kd", "hksan"])
 def test_a_replica_without_examples_leaves_batch_norm_students_finite(method):
     # Batch normalisation of an empty batch has NaN statistics and NaN

@@ -9,6 +9,7 @@ from hksan_keras.distillers.alone import StudentAlone
 from hksan_keras.distillers.anc import ANCDistiller
 from hksan_keras.distillers.at import ATDistiller
 from hksan_keras.distillers.base import Distiller, StageDistiller
+from hksan_keras.distillers.dist import DISTDistiller
 from hksan_keras.distillers.dkd import DKDDistiller, DKDLSDistiller
 from hksan_keras.distillers.fitnets import FitNetsDistiller
 from hksan_keras.distillers.hksan import HKSANDistiller
@@ -23,6 +24,7 @@ METHODS = {
     "kd+ls": KDLSDistiller,
     "dkd": DKDDistiller,
     "dkd+ls": DKDLSDistiller,
+    "dist": DISTDistiller,
     "fitnets": FitNetsDistiller,
     "at": ATDistiller,
     "nst": NSTDistiller,
@@ -38,7 +40,7 @@ def get(method):
 
     Args:
         method: One of `METHODS` ("student", "kd", "kd+ls", "dkd",
-            "dkd+ls", "fitnets", "at", "nst", "vid", "anc", "xu", "hksan").
+            "dkd+ls", "dist", "fitnets", "at", "nst", "vid", "anc", "xu", "hksan").
 
     Returns:
         The class.
@@ -63,6 +65,7 @@ __all__ = [
     "KDLSDistiller",
     "DKDDistiller",
     "DKDLSDistiller",
+    "DISTDistiller",
     "FitNetsDistiller",
     "ATDistiller",
     "NSTDistiller",
