@@ -87,6 +87,7 @@ def check_protocols(protocols):
     Raises:
         ValueError: Naming the protocol, the variant and the fix.
     """
+    from hksan_keras.config import ConfigError
     from hksan_keras.distillers import METHODS
 
     for name, protocol in protocols.items():
@@ -102,7 +103,14 @@ def check_protocols(protocols):
                 "is not a protocol with a 'chosen' list.")
         validation = protocols.get(validation_name)
         for config_path in protocol["configs"]:
-            allowed = [_settings(config_path, [f"distill.method={method}"]) for method in METHODS]
+            allowed = []
+            for method in METHODS:
+                try:
+                    allowed.append(_settings(config_path, [f"distill.method={method}"]))
+                except ConfigError:
+                    # A method this config cannot run (FSP's initialisation
+                    # longer than a short budget): no variant may use it.
+                    continue
             if validation:
                 allowed += [
                     _settings(config_path, [*validation["overrides"], *validation["variants"][chosen]["overrides"],

@@ -69,8 +69,10 @@ def build_distiller(config, teacher, student, steps_per_epoch):
     cls = METHODS[method]
     options = dict(config["distill"][method])
     pretrain_epochs = options.pop("pretrain_teacher_attention_epochs", 0)
-    if "warmup_epochs" in options:
-        options["warmup_steps"] = round(options.pop("warmup_epochs") * steps_per_epoch)
+    # Options that configs give in epochs and the constructors in steps.
+    for epochs, steps in (("warmup_epochs", "warmup_steps"), ("init_epochs", "init_steps")):
+        if epochs in options:
+            options[steps] = round(options.pop(epochs) * steps_per_epoch)
     if issubclass(cls, StageDistiller):
         for key in ("num_stages", "teacher_stages", "student_stages"):
             options[key] = config["distill"][key]

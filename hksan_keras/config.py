@@ -301,6 +301,13 @@ def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
     for section in ("teacher", "distill"):
         if config[section]["epochs"] < 1:
             raise ConfigError(f"{section}.epochs must be >= 1.")
+    method = config["distill"]["method"]
+    init_epochs = config["distill"][method].get("init_epochs")
+    if init_epochs is not None and init_epochs >= config["distill"]["epochs"]:
+        raise ConfigError(
+            f"distill.{method}.init_epochs ({init_epochs}) must be smaller than distill.epochs "
+            f"({config['distill']['epochs']}): the initialisation stage would leave no training on the labels."
+        )
     weights = config["teacher"]["weights"]
     if weights is not None and not models.pretrained.is_path(weights):
         try:

@@ -655,3 +655,57 @@ def dist_loss(teacher_logits, student_logits, temperature=4.0, beta=2.0, gamma=2
     return beta * dist_inter_class_loss(teacher_logits, student_logits, temperature) + gamma * (
         dist_intra_class_loss(teacher_logits, student_logits, temperature)
     )
+
+
+def flow_matrix(first_map, second_map):
+    """FSP's flow of solution procedure between two feature maps (Yim et al. 2017).
+
+    `G[a, b] = sum_{h, w} F1[h, w, a] * F2[h, w, b] / (H * W)`, after pooling
+    the larger map to the other's resolution (`match_resolution`).
+
+    Args:
+        first_map: Shape (batch, H1, W1, C1).
+        second_map: Shape (batch, H2, W2, C2); one resolution a whole
+            multiple of the other.
+
+    Returns:
+        Shape (batch, C1, C2), float32.
+    """
+    first_map, second_map = match_resolution(ops.cast(first_map, "float32"), ops.cast(second_map, "float32"))
+    height, width = first_map.shape[1], first_map.shape[2]
+    first = ops.reshape(first_map, (-1, height * width, first_map.shape[-1]))
+    second = ops.reshape(second_map, (-1, height * width, second_map.shape[-1]))
+    return ops.matmul(ops.transpose(first, (0, 2, 1)), second) / float(height * width)
+
+
+def fsp_loss(teacher_maps, student_maps):
+    """FSP's loss: squared distance between the flow matrices of consecutive maps.
+
+    `sum_i mean((G_S^i - G_T^i)^2)` with `G^i = flow_matrix(F^i, F^{i+1})`
+    over consecutive maps of each network (Yim, Joo, Bae, Kim, "A Gift from
+    Knowledge Distillation", CVPR 2017: equal weights over the pairs, the
+    mean over the batch and the matrix entries as in RepDistiller's FSP).
+
+    Args:
+        teacher_maps: The teacher's feature maps, in order (at least two).
+        student_maps: The student's, with the same channel counts.
+
+    Returns:
+        Scalar loss; zero when the student's maps equal the teacher's.
+
+    Raises:
+        ValueError: different numbers of maps, or flow matrices of
+            different shapes (FSP needs equal widths).
+    """
+    _check_stage_counts(teacher_maps, student_maps, "feature maps")
+    total = 0.0
+    for i in range(len(teacher_maps) - 1):
+        teacher_flow = flow_matrix(teacher_maps[i], teacher_maps[i + 1])
+        student_flow = flow_matrix(student_maps[i], student_maps[i + 1])
+        if tuple(teacher_flow.shape[1:]) != tuple(student_flow.shape[1:]):
+            raise ValueError(
+                f"FSP matrices of pair {i + 1} differ in shape: teacher {tuple(teacher_flow.shape[1:])}, "
+                f"student {tuple(student_flow.shape[1:])}. FSP needs stages of equal widths."
+            )
+        total = total + ops.mean(ops.square(student_flow - teacher_flow))
+    return total

@@ -28,6 +28,20 @@ def tiny_resnet(widths, num_classes=10, name=None):
     )
 
 
+def student_for(method, student):
+    """The student a generic test gives `method`: FSP compares flow matrices
+    entry by entry, so its student has the teacher fixture's widths."""
+    if method == "fsp":
+        keras.utils.set_random_seed(2)
+        return tiny_resnet((8, 16, 24), name="student")
+    return student
+
+
+def method_kwargs(method):
+    """Arguments a method cannot do without: FSP's init_steps (1 step of FSP, then the labels)."""
+    return {"init_steps": 1} if method == "fsp" else {}
+
+
 @pytest.fixture
 def teacher():
     keras.utils.set_random_seed(1)

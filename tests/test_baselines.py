@@ -8,7 +8,7 @@ from keras import ops
 
 import hksan_keras
 from hksan_keras import distillers, losses
-from conftest import fast_tier_keeps, tiny_resnet
+from conftest import fast_tier_keeps, method_kwargs, student_for, tiny_resnet
 
 
 def _values(variables):
@@ -21,7 +21,8 @@ def _changed(before, variables):
 
 @pytest.mark.parametrize("method", sorted(distillers.METHODS))
 def test_every_method_trains_the_student_and_reports_its_terms(method, teacher, student, batch):
-    distiller = distillers.get(method)(teacher, student)
+    student = student_for(method, student)
+    distiller = distillers.get(method)(teacher, student, **method_kwargs(method))
     distiller.compile(optimizer=keras.optimizers.SGD(0.01))
     teacher_before = _values(teacher.weights)
     student_before = _values(student.trainable_variables)
@@ -127,7 +128,7 @@ def test_conditional_discriminator_reads_logits_and_labels(teacher, student, bat
 @pytest.mark.parametrize("method", fast_tier_keeps(sorted(distillers.METHODS), "kd", "fitnets", "hksan"))
 def test_every_method_round_trips_through_keras_files_with_its_optimizer(
         method, teacher, student, batch, tmp_path):
-    distiller = distillers.get(method)(teacher, student)
+    distiller = distillers.get(method)(teacher, student_for(method, student), **method_kwargs(method))
     distiller.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
     distiller.fit(*batch, batch_size=16, epochs=1, verbose=0)
     path = str(tmp_path / f"{method}.keras")

@@ -87,11 +87,13 @@ def test_uneven_last_batches_train_the_same_model_as_one_device(tmp_path, method
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-5, err_msg=key)
 
 
-def test_vid_trains_the_same_model_on_two_replicas_as_on_one_device(tmp_path):
-    # Its regressors and learned variances are replicated like the student.
-    single = _run(1, tmp_path, "vid", 35)
-    mirrored = _run(2, tmp_path, "vid", 35)
-    assert "history_vid_loss" in single
+@pytest.mark.parametrize("method, term", [("vid", "vid_loss"), ("fsp", "fsp_loss")])
+def test_newer_stage_methods_train_the_same_model_on_two_replicas_as_on_one_device(tmp_path, method, term):
+    # VID's regressors and variances are replicated like the student; FSP's
+    # switch from its FSP stage to the labels follows the step count.
+    single = _run(1, tmp_path, method, 35)
+    mirrored = _run(2, tmp_path, method, 35)
+    assert f"history_{term}" in single
     for key in (k for k in single if k.startswith(("history_", "evaluate_", "student_"))):
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-5, err_msg=key)
 

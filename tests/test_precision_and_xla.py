@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hksan_keras import distillers
-from conftest import tiny_resnet
+from conftest import method_kwargs, student_for, tiny_resnet
 
 
 # The full tier only (every method under each precision and XLA).
@@ -25,8 +25,8 @@ def test_every_method_trains_under_mixed_precision_and_xla(method, policy, batch
     keras.utils.set_random_seed(0)
     # Teacher and student both in the policy's compute dtype.
     teacher = tiny_resnet((8, 16, 24), name="teacher")
-    student = tiny_resnet((4, 8, 12), name="student")
-    distiller = distillers.get(method)(teacher, student)
+    student = student_for(method, tiny_resnet((4, 8, 12), name="student"))
+    distiller = distillers.get(method)(teacher, student, **method_kwargs(method))
     # float32 is run with XLA; the mixed policies without it.
     distiller.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
                       jit_compile=policy == "float32")

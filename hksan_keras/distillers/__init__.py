@@ -12,6 +12,7 @@ from hksan_keras.distillers.base import Distiller, StageDistiller
 from hksan_keras.distillers.dist import DISTDistiller
 from hksan_keras.distillers.dkd import DKDDistiller, DKDLSDistiller
 from hksan_keras.distillers.fitnets import FitNetsDistiller
+from hksan_keras.distillers.fsp import FSPDistiller
 from hksan_keras.distillers.hksan import HKSANDistiller
 from hksan_keras.distillers.kd import KDDistiller, KDLSDistiller
 from hksan_keras.distillers.nst import NSTDistiller
@@ -26,6 +27,7 @@ METHODS = {
     "dkd+ls": DKDLSDistiller,
     "dist": DISTDistiller,
     "fitnets": FitNetsDistiller,
+    "fsp": FSPDistiller,
     "at": ATDistiller,
     "nst": NSTDistiller,
     "vid": VIDDistiller,
@@ -40,7 +42,7 @@ def get(method):
 
     Args:
         method: One of `METHODS` ("student", "kd", "kd+ls", "dkd",
-            "dkd+ls", "dist", "fitnets", "at", "nst", "vid", "anc", "xu", "hksan").
+            "dkd+ls", "dist", "fitnets", "fsp", "at", "nst", "vid", "anc", "xu", "hksan").
 
     Returns:
         The class.
@@ -66,6 +68,7 @@ __all__ = [
     "DKDDistiller",
     "DKDLSDistiller",
     "DISTDistiller",
+    "FSPDistiller",
     "FitNetsDistiller",
     "ATDistiller",
     "NSTDistiller",

@@ -37,7 +37,8 @@ dataset = tf.data.Dataset.from_tensor_slices((images, labels)).batch(16)
 with strategy.scope():
     keras.utils.set_random_seed(0)
     teacher = plain_cnn((8, 16), "teacher")
-    student = plain_cnn((4, 8), "student")
+    # FSP compares flow matrices entry by entry: the teacher's widths.
+    student = plain_cnn((8, 16) if method == "fsp" else (4, 8), "student")
     if method == "hksan":
         distiller = hksan_keras.HKSANDistiller(
             teacher, student, discriminator_steps=2, descriptor_units=8,
@@ -48,6 +49,10 @@ with strategy.scope():
     elif method == "kd_clipped":
         # A norm every step exceeds: clipping acts on every update.
         distiller = hksan_keras.distillers.get("kd")(teacher, student, global_clipnorm=0.05)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.05))
+    elif method == "fsp":
+        # Two steps of the FSP stage, then the labels.
+        distiller = hksan_keras.distillers.get(method)(teacher, student, init_steps=2)
         distiller.compile(optimizer=keras.optimizers.SGD(0.05))
     else:
         distiller = hksan_keras.distillers.get(method)(teacher, student)

@@ -1,0 +1,108 @@
+"""FSP: Yim, Joo, Bae, Kim, "A Gift from Knowledge Distillation: Fast Optimization,
+Network Minimization and Transfer Learning" (CVPR 2017)."""
+
+import keras
+from keras import ops
+
+from hksan_keras import losses
+from hksan_keras.distillers.base import StageDistiller
+from hksan_keras.options import Option
+
+
+@keras.saving.register_keras_serializable(package="hksan_keras")
+class FSPDistiller(StageDistiller):
+    """Flow-of-solution-procedure matching, then training on the labels.
+
+    Two stages in one `fit`, as in the paper: for the first `init_steps`
+    student steps the student learns only to reproduce the teacher's FSP
+    matrices, then only the labels (plus `fsp_weight` times the FSP term,
+    0 by default):
+
+        step <  init_steps:  L_S = sum_i mean((G_S^i - G_T^i)^2)
+        step >= init_steps:  L_S = label_weight * CE(y, l_S) + fsp_weight * (same)
+
+    (the student's weight decay acts in both stages) with
+    `G^i = losses.flow_matrix(F^i, F^{i+1})` between consecutive stage
+    outputs (the larger map pooled to the smaller). The paper's ResNets have
+    one matrix per residual section; RepDistiller's CIFAR code also pairs
+    the stem's output with the first stage, which naming the stem as the
+    first stage (`teacher_stages=["stem_relu", "stage1", ...]`) reproduces.
+    Teacher and student stages must have equal widths (their matrices are
+    compared entry by entry). The initialisation runs inside the training
+    budget, so the label stage gets `init_steps` fewer steps than the other
+    methods; configs set `init_epochs` (RepDistiller: 30 initialisation
+    epochs beside 240 of training).
+
+    Args:
+        teacher: Trained `keras.Model` giving logits.
+        student: `keras.Model` giving logits for the same classes, with the
+            teacher's stage widths.
+        init_steps: Student steps of the FSP stage, >= 1 (required: it
+            depends on the data; 30 epochs' steps in RepDistiller).
+        fsp_weight: Weight of the FSP term after the FSP stage.
+        teacher_stages, student_stages, num_stages, label_weight,
+            global_clipnorm: See `StageDistiller` and `Distiller`.
+        **kwargs: Standard `keras.Model` arguments (`name`).
+
+    Raises:
+        TypeError, ValueError: An option outside its values
+            (docs/options.md), no `init_steps`, fewer than two stages, or
+            stage widths that differ between teacher and student.
+
+    Example:
+
+    >>> distiller = FSPDistiller(teacher, student, init_steps=30 * steps_per_epoch)
+    >>> distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    >>> distiller.fit(train_ds, epochs=240)
+    """
+
+    LOSS_TERMS = ("label_loss", "fsp_loss")
+    OPTIONS = StageDistiller.OPTIONS.extend(
+        Option("init_steps", None, "count", "student steps of the FSP stage (required from Python)", nullable=True),
+        Option("init_epochs", 30, "count",
+               "the FSP stage in epochs (configs; converted to init_steps; RepDistiller's 30)", constructor=False),
+        Option("fsp_weight", 0.0, "weight", "weight of the FSP term after the FSP stage (0: labels only)"),
+    )
+
+    def __init__(self, teacher, student, init_steps=OPTIONS.init_steps, fsp_weight=OPTIONS.fsp_weight,
+                 teacher_stages=OPTIONS.teacher_stages, student_stages=OPTIONS.student_stages,
+                 num_stages=OPTIONS.num_stages, label_weight=OPTIONS.label_weight,
+                 global_clipnorm=OPTIONS.global_clipnorm, **kwargs):
+        FSPDistiller.OPTIONS.check(locals())
+        if not init_steps:
+            raise ValueError(
+                "FSPDistiller trains in two stages and needs init_steps >= 1, the student steps of the FSP "
+                "stage (RepDistiller: 30 epochs, init_steps=30 * steps_per_epoch)."
+            )
+        kwargs.setdefault("name", "fsp_distiller")
+        super().__init__(teacher, student, teacher_stages=teacher_stages, student_stages=student_stages,
+                         num_stages=num_stages, label_weight=label_weight,
+                         global_clipnorm=global_clipnorm, **kwargs)
+        if len(self.teacher_stages) < 2:
+            raise ValueError(f"FSP pairs consecutive stages and needs at least two; got {self.teacher_stages}.")
+        teacher_widths = [shape[-1] for shape in self.teacher_shapes]
+        student_widths = [shape[-1] for shape in self.student_shapes]
+        if teacher_widths != student_widths:
+            raise ValueError(
+                f"FSP compares flow matrices entry by entry, so teacher and student stages need equal widths; "
+                f"got teacher {teacher_widths} ({self.teacher_stages}) and student {student_widths} "
+                f"({self.student_stages}). Choose stages of equal widths, or a method with regressors "
+                "(fitnets, vid) for students of other widths."
+            )
+        self.init_steps = int(init_steps)
+        self.fsp_weight = float(fsp_weight)
+
+    def loss_terms(self, labels, teacher, student):
+        terms = super().loss_terms(labels, teacher, student)
+        terms["fsp_loss"] = losses.fsp_loss(teacher["features"], student["features"])
+        return terms
+
+    def term_weights(self):
+        in_fsp_stage = ops.cast(self.optimizer.iterations < self.init_steps, "float32")
+        return {
+            "label_loss": (1.0 - in_fsp_stage) * self.label_weight,
+            "fsp_loss": in_fsp_stage + (1.0 - in_fsp_stage) * self.fsp_weight,
+        }
+
+    def get_config(self):
+        return {**super().get_config(), "init_steps": self.init_steps, "fsp_weight": self.fsp_weight}
