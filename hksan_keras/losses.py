@@ -709,3 +709,69 @@ def fsp_loss(teacher_maps, student_maps):
             )
         total = total + ops.mean(ops.square(student_flow - teacher_flow))
     return total
+
+
+def adaptive_average_pool(feature_map, size):
+    """Average pooling to `size x size` outputs, bins as PyTorch's adaptive pooling.
+
+    Output bin `i` along an axis of length `n` averages positions
+    `floor(i * n / size)` to `ceil((i + 1) * n / size) - 1`, so uneven
+    lengths (7 to 4) are covered with overlapping bins.
+
+    Args:
+        feature_map: Shape (batch, H, W, C), H and W known.
+        size: The output height and width.
+
+    Returns:
+        Shape (batch, size, size, C).
+    """
+    height, width = feature_map.shape[1], feature_map.shape[2]
+    if height % size == 0 and width % size == 0:
+        pool = (height // size, width // size)
+        return ops.average_pool(feature_map, pool, strides=pool)
+
+    def bins(n):
+        return [(i * n // size, -(-(i + 1) * n // size)) for i in range(size)]
+
+    rows = []
+    for top, bottom in bins(height):
+        rows.append(ops.stack(
+            [ops.mean(feature_map[:, top:bottom, left:right, :], axis=(1, 2)) for left, right in bins(width)],
+            axis=1))
+    return ops.stack(rows, axis=1)
+
+
+# ReviewKD's pyramid of pooled sizes, each weighted half the previous one.
+HCL_LEVELS = (4, 2, 1)
+
+
+def hierarchical_context_loss(teacher_maps, student_maps):
+    """ReviewKD's hierarchical context loss (Chen, Liu, Zhao, Jia, CVPR 2021).
+
+    For each pair of maps: the mean squared error at full resolution
+    (weight 1) and after adaptive average pooling to 4x4, 2x2 and 1x1
+    (weights 1/2, 1/4, 1/8; only sizes smaller than the map), divided by
+    the sum of the weights used; summed over the pairs.
+
+    Args:
+        teacher_maps: The teacher's maps (batch, H, W, C), shallow to deep.
+        student_maps: The student's, of the same shapes.
+
+    Returns:
+        Scalar loss; zero when the maps are equal.
+    """
+    _check_stage_counts(teacher_maps, student_maps, "feature maps")
+    total = 0.0
+    for teacher_map, student_map in zip(teacher_maps, student_maps):
+        teacher_map, student_map = ops.cast(teacher_map, "float32"), ops.cast(student_map, "float32")
+        loss = ops.mean(ops.square(student_map - teacher_map))
+        weight, weights = 1.0, 1.0
+        for size in HCL_LEVELS:
+            if size >= student_map.shape[1]:
+                continue
+            weight /= 2.0
+            loss = loss + weight * ops.mean(ops.square(
+                adaptive_average_pool(student_map, size) - adaptive_average_pool(teacher_map, size)))
+            weights += weight
+        total = total + loss / weights
+    return total

@@ -98,12 +98,14 @@ def test_newer_stage_methods_train_the_same_model_on_two_replicas_as_on_one_devi
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-5, err_msg=key)
 
 
-def test_dist_trains_on_two_replicas(tmp_path):
-    # Its intra-class term is a statistic of each replica's own examples
-    # (losses.dist_intra_class_loss), so the weights are not those of one
-    # device; the training must still run and stay finite.
-    mirrored = _run(2, tmp_path, "dist")
-    assert int(mirrored["replicas"]) == 2 and "history_intra_class_loss" in mirrored
+@pytest.mark.parametrize("method, term", [("dist", "intra_class_loss"), ("reviewkd", "review_loss")])
+def test_batch_statistic_methods_train_on_two_replicas(tmp_path, method, term):
+    # DIST's intra-class term and the batch normalisation of ReviewKD's
+    # fusion modules are statistics of each replica's own examples, so the
+    # weights are not those of one device; the training must still run and
+    # stay finite.
+    mirrored = _run(2, tmp_path, method)
+    assert int(mirrored["replicas"]) == 2 and f"history_{term}" in mirrored
     for key in (k for k in mirrored if k.startswith(("history_", "evaluate_", "student_"))):
         assert np.all(np.isfinite(mirrored[key])), key
     assert mirrored["history_loss"][-1] < mirrored["history_loss"][0]

@@ -16,6 +16,7 @@ from hksan_keras.distillers.fsp import FSPDistiller
 from hksan_keras.distillers.hksan import HKSANDistiller
 from hksan_keras.distillers.kd import KDDistiller, KDLSDistiller
 from hksan_keras.distillers.nst import NSTDistiller
+from hksan_keras.distillers.reviewkd import ReviewKDDistiller
 from hksan_keras.distillers.vid import VIDDistiller
 from hksan_keras.distillers.xu import ConditionalAdversarialDistiller
 
@@ -31,6 +32,7 @@ METHODS = {
     "at": ATDistiller,
     "nst": NSTDistiller,
     "vid": VIDDistiller,
+    "reviewkd": ReviewKDDistiller,
     "anc": ANCDistiller,
     "xu": ConditionalAdversarialDistiller,
     "hksan": HKSANDistiller,
@@ -42,7 +44,7 @@ def get(method):
 
     Args:
         method: One of `METHODS` ("student", "kd", "kd+ls", "dkd",
-            "dkd+ls", "dist", "fitnets", "fsp", "at", "nst", "vid", "anc", "xu", "hksan").
+            "dkd+ls", "dist", "fitnets", "fsp", "at", "nst", "vid", "reviewkd", "anc", "xu", "hksan").
 
     Returns:
         The class.
@@ -73,6 +75,7 @@ __all__ = [
     "ATDistiller",
     "NSTDistiller",
     "VIDDistiller",
+    "ReviewKDDistiller",
     "ANCDistiller",
     "ConditionalAdversarialDistiller",
     "HKSANDistiller",
