@@ -19,17 +19,19 @@ from hksan_keras.distillers import (
 from hksan_keras.training import milestone_sgd
 
 
-def build_models(config, num_classes):
+def build_models(config, num_classes, teacher_weights=False):
     """The teacher and student of a config, from the model zoo.
 
     Args:
         config: A resolved config.
         num_classes: Number of classes of the dataset.
+        teacher_weights: Load `teacher.weights` into the teacher (the
+            teacher step of such a config; later steps read the run's
+            saved teacher).
 
     Returns:
-        `(teacher, student)` functional models; the teacher has
-        `teacher.weights` loaded where the config sets them, else both are
-        untrained.
+        `(teacher, student)` functional models, untrained but for the
+        teacher with `teacher_weights`.
 
     Example:
 
@@ -39,7 +41,7 @@ def build_models(config, num_classes):
     teacher = models.get(
         config["teacher"]["model"], num_classes,
         weight_decay=config["teacher"]["weight_decay"], input_shape=shape,
-        weights=config["teacher"]["weights"],
+        weights=config["teacher"]["weights"] if teacher_weights else None,
     )
     student = models.get(
         config["student"]["model"], num_classes,

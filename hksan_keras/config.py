@@ -310,6 +310,11 @@ def resolve_config(path, overrides=(), run_dir=None, data_dir=None):
         )
     weights = config["teacher"]["weights"]
     if weights is not None and not models.pretrained.is_path(weights):
+        if weights != config["data"]["dataset"]:
+            raise ConfigError(
+                f"teacher.weights is {weights!r}, weights trained on another dataset than data.dataset "
+                f"({config['data']['dataset']!r}). Use teacher.weights={config['data']['dataset']} if they ship, "
+                "a .weights.h5 path, or null to train the teacher.")
         try:
             models.pretrained.entry(config["teacher"]["model"], weights)
         except ValueError as error:

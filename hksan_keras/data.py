@@ -558,6 +558,25 @@ def config_preprocessing(config):
     return dataset_preprocessing(config["data"]["dataset"], config["data"]["image_size"])
 
 
+def data_spec(config, role="student"):
+    """The `data` section as a role trains on it.
+
+    Args:
+        config: A resolved experiment config.
+        role: "teacher" takes `teacher.train_split`/`teacher.train_size`
+            where the config sets them; anything else `data`'s.
+
+    Returns:
+        A copy of `config["data"]` with the role's training split and size.
+    """
+    spec = dict(config["data"])
+    if role == "teacher":
+        for key in ("train_split", "train_size"):
+            if config["teacher"][key] is not None:
+                spec[key] = config["teacher"][key]
+    return spec
+
+
 def load_data(config, role="student"):
     """The training and test pipelines of a config and the dataset's facts.
 
@@ -573,11 +592,7 @@ def load_data(config, role="student"):
 
     >>> train, test, classes, steps = load_data(config, "teacher")
     """
-    spec = dict(config["data"])
-    if role == "teacher":
-        for key in ("train_split", "train_size"):
-            if config["teacher"][key] is not None:
-                spec[key] = config["teacher"][key]
+    spec = data_spec(config, role)
     common = dict(
         data_dir=spec["data_dir"], manual_dir=spec["manual_dir"],
         image_size=spec["image_size"], download=spec["download"],

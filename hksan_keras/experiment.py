@@ -90,7 +90,9 @@ def _teacher_from_weights(config):
     """
     step = Step(config, "teacher")
     _, test, num_classes, _ = load_data(config, "teacher")
-    teacher, _ = build_models(config, num_classes)
+    # Saved in the config's precision, as a trained teacher would be.
+    keras.mixed_precision.set_global_policy(config["mixed_precision"])
+    teacher, _ = build_models(config, num_classes, teacher_weights=True)
     teacher.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     accuracy = float(teacher.evaluate(test, verbose=0, return_dict=True)["accuracy"])
     teacher.save(os.path.join(step.directory, "last.keras"))

@@ -671,6 +671,12 @@ def flow_matrix(first_map, second_map):
     Returns:
         Shape (batch, C1, C2), float32.
     """
+    first_size, second_size = tuple(first_map.shape[1:3]), tuple(second_map.shape[1:3])
+    larger, smaller = sorted((first_size, second_size), reverse=True)
+    if larger[0] % smaller[0] or larger[1] % smaller[1]:
+        raise ValueError(
+            f"FSP pairs consecutive stages of sizes {first_size} and {second_size}: one must be a whole "
+            "multiple of the other. Choose the stages (teacher_stages=[...], student_stages=[...]).")
     first_map, second_map = match_resolution(ops.cast(first_map, "float32"), ops.cast(second_map, "float32"))
     height, width = first_map.shape[1], first_map.shape[2]
     first = ops.reshape(first_map, (-1, height * width, first_map.shape[-1]))

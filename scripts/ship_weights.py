@@ -4,7 +4,9 @@
         --command="hksan-keras train-teacher --config=configs/cifar10_resnet56_teacher.json ..."
 
 Reads RUN_DIR/teacher/last.keras (the last epoch's model) and the run's
-config.json, writes hksan_keras/models/weights/<model>_<dataset>.weights.h5,
+config.json (train and ship from the same checkout: the revision recorded is
+the one checked out when shipping), writes
+hksan_keras/models/weights/<model>_<dataset>.weights.h5,
 loads that file into a freshly built zoo model, measures its accuracy on the
 dataset's whole test split, and records the accuracy, the number of training
 images, the recipe (the config's description), the command and the git
@@ -40,8 +42,10 @@ def main():
     name, dataset = config["teacher"]["model"], config["data"]["dataset"]
     if dataset not in data.CIFAR_STATS:
         sys.exit(f"Only CIFAR teachers ship with the package; this run trained on {dataset!r}.")
-    if config["teacher"]["train_size"] is not None or config["teacher"]["train_split"] != "train":
-        sys.exit("Shipped teachers are trained on the whole training split (teacher.train_split=train, no train_size).")
+    spec = data.data_spec(config, "teacher")
+    if spec["train_split"] != "train" or spec["train_size"] is not None:
+        sys.exit(f"Shipped teachers are trained on the whole training split; this one trained on "
+                 f"{spec['train_split']!r} (size {spec['train_size']}).")
     data_dir = data.resolve_data_dir(args.data_dir or config["data"]["data_dir"])
     trained = keras.models.load_model(os.path.join(args.run_dir, "teacher", "last.keras"))
     revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
@@ -62,6 +66,9 @@ def main():
         f"{teacher['weight_decay']}; pad-4 crop + flip"
     )
     written = pretrained.ship(model, name, dataset, accuracy, train_images, recipe, args.command, revision)
+    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                      check=True).stdout.strip():
+        print("Note: the checkout has uncommitted changes; the recorded revision does not describe them.")
     print(f"{written}: {name} on {dataset}, test accuracy {100 * accuracy:.2f}% over the whole test split.")
 
 

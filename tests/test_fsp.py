@@ -32,13 +32,17 @@ def test_the_loss_sums_the_mean_squared_difference_of_consecutive_pairs_and_is_z
 
 
 def test_the_distiller_needs_equal_widths_and_init_steps(teacher, student):
-    with pytest.raises(ValueError, match=r"equal widths; got teacher \[8, 16, 24\] .* student \[4, 8, 12\]"):
+    with pytest.raises(ValueError, match=r"equal widths; got teacher \[8, 8, 16, 24\] .* student \[4, 4, 8, 12\]"):
         distillers.FSPDistiller(teacher, student, init_steps=10)
     same_widths = tiny_resnet((8, 16, 24), name="student")
     with pytest.raises(ValueError, match="needs init_steps >= 1"):
         distillers.FSPDistiller(teacher, same_widths)
     distiller = distillers.FSPDistiller(teacher, same_widths, init_steps=10)
-    assert distiller.teacher_stages == ["stage1", "stage2", "stage3"]
+    # The zoo's stem feeds the first section: three matrices, as in the paper.
+    assert distiller.teacher_stages == ["stem_relu", "stage1", "stage2", "stage3"]
+    named = distillers.FSPDistiller(teacher, same_widths, init_steps=10, teacher_stages=["stage2", "stage3"],
+                                    student_stages=["stage2", "stage3"])
+    assert named.teacher_stages == ["stage2", "stage3"]
     restored = distillers.FSPDistiller.from_config(distiller.get_config())
     assert (restored.init_steps, restored.fsp_weight) == (10, 0.0)
 
@@ -46,7 +50,8 @@ def test_the_distiller_needs_equal_widths_and_init_steps(teacher, student):
 def test_the_zoo_pairs_of_equal_widths_are_found_and_others_refused():
     resnet56 = models.get("resnet56", 10, input_shape=(16, 16, 3))
     resnet20 = models.get("resnet20", 10, input_shape=(16, 16, 3))
-    assert distillers.FSPDistiller(resnet56, resnet20, init_steps=1).student_stages == ["stage1", "stage2", "stage3"]
+    assert distillers.FSPDistiller(resnet56, resnet20, init_steps=1).student_stages == [
+        "stem_relu", "stage1", "stage2", "stage3"]
     with pytest.raises(ValueError, match="equal widths"):
         distillers.FSPDistiller(resnet20, models.get("resnet8_narrow", 10, input_shape=(16, 16, 3)), init_steps=1)
 

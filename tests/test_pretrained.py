@@ -53,7 +53,7 @@ def test_a_weights_path_loads_like_keras_applications(tmp_path):
 
 
 def test_missing_pairs_other_class_counts_and_damaged_files_are_refused(shipped, tmp_path):
-    with pytest.raises(ValueError, match=r"No shipped weights for 'resnet20' trained on 'cifar10'; shipped: resnet8 on cifar10\. Pass weights=None"):
+    with pytest.raises(ValueError, match=r"No shipped weights for 'resnet20' trained on 'cifar10'; shipped: resnet8 on cifar10\. Use no weights \(weights=None; in a config teacher.weights=null\)"):
         models.get("resnet20", weights="cifar10")
     with pytest.raises(ValueError, match="No shipped weights for 'resnet8' trained on 'cifar100'"):
         models.get("resnet8", weights="cifar100")
@@ -61,6 +61,9 @@ def test_missing_pairs_other_class_counts_and_damaged_files_are_refused(shipped,
         models.get("resnet8", num_classes=100, weights="cifar10")
     with pytest.raises(ValueError, match="No shipped weights for 'resnet8x4'"):
         models.resnet8x4(num_classes=10, weights="cifar10")
+    # Other widths without a name are not the zoo's ResNet-8.
+    with pytest.raises(ValueError, match=r"No shipped weights for a ResNet-8 with stem 8, stages \(8, 16, 32\)"):
+        models.cifar_resnet(8, stem_width=8, stage_widths=(8, 16, 32), weights="cifar10")
     (tmp_path / "resnet8_cifar10.weights.h5").write_text("version https://git-lfs.github.com/spec/v1\n")
     with pytest.raises(ValueError, match="missing or damaged .* Git LFS pointer"):
         models.get("resnet8", weights="cifar10")
@@ -115,3 +118,24 @@ def test_a_config_naming_weights_that_do_not_ship_is_refused_when_read(shipped):
     with pytest.raises(ConfigError, match="teacher.weights: No shipped weights for 'resnet56' trained on 'cifar10'; shipped: resnet8 on cifar10"):
         resolve_config(quick, ["teacher.weights=cifar10"])
     assert resolve_config(quick, ["teacher.model=resnet8", "teacher.weights=cifar10"])["teacher"]["weights"] == "cifar10"
+    with pytest.raises(ConfigError, match=r"teacher.weights is 'cifar10', weights trained on another dataset than "
+                                          r"data.dataset \('cifar100'\)"):
+        resolve_config(quick, ["teacher.model=resnet8", "teacher.weights=cifar10", "data.dataset=cifar100"])
+
+
+@pytest.mark.full
+def test_the_ship_script_refuses_a_teacher_trained_on_part_of_the_training_split(tmp_path):
+    import subprocess
+    import sys
+
+    from hksan_keras.config import resolve_config, save_config
+
+    repo = pretrained.pathlib.Path(__file__).resolve().parents[1]
+    (tmp_path / "teacher").mkdir()
+    config = resolve_config(str(repo / "configs" / "cifar10_resnet56_teacher.json"), ["data.train_size=1000"])
+    save_config(config, str(tmp_path / "config.json"))
+    result = subprocess.run([sys.executable, str(repo / "scripts" / "ship_weights.py"), f"--run_dir={tmp_path}",
+                             "--command=x"], capture_output=True, text=True, timeout=300, cwd=repo)
+    assert result.returncode != 0
+    assert "Shipped teachers are trained on the whole training split; this one trained on 'train' (size 1000)" in (
+        result.stderr)

@@ -80,4 +80,5 @@ def test_nearest_resize_repeats_subsamples_or_falls_back_like_pytorch():
     x = np.arange(2 * 4 * 4 * 1, dtype="float32").reshape(2, 4, 4, 1)
     np.testing.assert_array_equal(np.asarray(nearest_resize(x, (8, 8))), x.repeat(2, 1).repeat(2, 2))
     np.testing.assert_array_equal(np.asarray(nearest_resize(x, (2, 2))), x[:, ::2, ::2])
-    assert tuple(nearest_resize(x, (6, 6)).shape) == (2, 6, 6, 1)
+    # 4 -> 6: PyTorch's nearest takes floor(i * 4 / 6) = 0, 0, 1, 2, 2, 3.
+    np.testing.assert_array_equal(np.asarray(nearest_resize(x, (6, 6))), x[:, [0, 0, 1, 2, 2, 3]][:, :, [0, 0, 1, 2, 2, 3]])

@@ -7,6 +7,10 @@ from keras import ops
 from hksan_keras import losses
 from hksan_keras.distillers.base import StageDistiller
 from hksan_keras.options import Option
+from hksan_keras.taps import resolve_stages
+
+# The zoo's stem output: the input of the first residual section.
+STEM = "stem_relu"
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -23,10 +27,14 @@ class FSPDistiller(StageDistiller):
 
     (the student's weight decay acts in both stages) with
     `G^i = losses.flow_matrix(F^i, F^{i+1})` between consecutive stage
-    outputs (the larger map pooled to the smaller). The paper's ResNets have
-    one matrix per residual section; RepDistiller's CIFAR code also pairs
-    the stem's output with the first stage, which naming the stem as the
-    first stage (`teacher_stages=["stem_relu", "stage1", ...]`) reproduces.
+    outputs (the larger map pooled to the smaller). The paper has one matrix
+    per residual section, from its input to its output: for the first
+    section that input is the stem's output. With detected stages, a model
+    that has the zoo's stem layer ("stem_relu") gets it as its first map, so
+    the zoo's CIFAR ResNets get three matrices, as in the paper and
+    RepDistiller; other models get one matrix per pair of consecutive
+    detected stages (name the layer that feeds the first stage among
+    `teacher_stages` and `student_stages` to add the first section).
     Teacher and student stages must have equal widths (their matrices are
     compared entry by entry). The initialisation runs inside the training
     budget, so the label stage gets `init_steps` fewer steps than the other
@@ -58,8 +66,9 @@ class FSPDistiller(StageDistiller):
 
     LOSS_TERMS = ("label_loss", "fsp_loss")
     OPTIONS = StageDistiller.OPTIONS.extend(
-        Option("init_steps", None, "count", "student steps of the FSP stage (required from Python)", nullable=True),
-        Option("init_epochs", 30, "count",
+        Option("init_steps", None, "steps", "student steps of the FSP stage (required from Python)",
+               nullable=True, config=False),
+        Option("init_epochs", 30, "steps",
                "the FSP stage in epochs (configs; converted to init_steps; RepDistiller's 30)", constructor=False),
         Option("fsp_weight", 0.0, "weight", "weight of the FSP term after the FSP stage (0: labels only)"),
     )
@@ -75,6 +84,10 @@ class FSPDistiller(StageDistiller):
                 "stage (RepDistiller: 30 epochs, init_steps=30 * steps_per_epoch)."
             )
         kwargs.setdefault("name", "fsp_distiller")
+        if teacher_stages is None and student_stages is None and num_stages is None and all(
+                STEM in [layer.name for layer in model.layers] for model in (teacher, student)):
+            teacher_stages = [STEM, *resolve_stages(teacher, role="teacher")]
+            student_stages = [STEM, *resolve_stages(student, role="student")]
         super().__init__(teacher, student, teacher_stages=teacher_stages, student_stages=student_stages,
                          num_stages=num_stages, label_weight=label_weight,
                          global_clipnorm=global_clipnorm, **kwargs)

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from hksan_keras import losses
-from hksan_keras.distillers.base import StageDistiller
+from hksan_keras.distillers.base import KeepStateOnEmptyBatch, StageDistiller
 from hksan_keras.options import Option
 
 # mdistiller's cap on the fusion modules' width.
@@ -14,18 +14,19 @@ MAX_MID_CHANNELS = 512
 def nearest_resize(x, size):
     """Nearest-neighbour resize of (batch, H, W, C) to `size`, as PyTorch's.
 
-    Whole-number factors repeat or subsample pixels (which XLA compiles on
-    every device, unlike the gradient of TensorFlow's nearest resize);
-    other factors use `ops.image.resize`.
+    Output pixel `i` along an axis of length `n` resized to `m` takes input
+    pixel `floor(i * n / m)` (PyTorch's "nearest"); whole-number factors
+    repeat or subsample pixels, others gather. All of it compiles with XLA,
+    unlike the gradient of TensorFlow's nearest resize.
     """
     height, width = x.shape[1], x.shape[2]
     if (height, width) == tuple(size):
         return x
     if size[0] % height == 0 and size[1] % width == 0:
         return ops.repeat(ops.repeat(x, size[0] // height, axis=1), size[1] // width, axis=2)
-    if height % size[0] == 0 and width % size[1] == 0:
-        return x[:, :: height // size[0], :: width // size[1], :]
-    return ops.image.resize(x, tuple(size), interpolation="nearest")
+    rows = [i * height // size[0] for i in range(size[0])]
+    columns = [j * width // size[1] for j in range(size[1])]
+    return ops.take(ops.take(x, rows, axis=1), columns, axis=2)
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -67,14 +68,14 @@ class AttentionBasedFusion(keras.layers.Layer):
         # The sublayers compute in this layer's dtype (float32 in the
         # distiller), not the global mixed-precision policy.
         policy = self.dtype_policy
-        # He-uniform as ReviewKD's kaiming_uniform_(a=1) up to its gain.
+        # LeCun-uniform is ReviewKD's kaiming_uniform_(a=1): bound sqrt(3 / fan_in).
         self.reduce = keras.layers.Conv2D(self.mid_channels, 1, use_bias=False,
-                                          kernel_initializer="he_uniform", name="reduce", dtype=policy)
+                                          kernel_initializer="lecun_uniform", name="reduce", dtype=policy)
         self.reduce_norm = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="reduce_norm", dtype=policy)
         self.attention = (keras.layers.Conv2D(2, 1, activation="sigmoid", name="attention", dtype=policy)
                           if self.fuse else None)
         self.output_conv = keras.layers.Conv2D(self.out_channels, 3, padding="same", use_bias=False,
-                                               kernel_initializer="he_uniform", name="output_conv", dtype=policy)
+                                               kernel_initializer="lecun_uniform", name="output_conv", dtype=policy)
         self.output_norm = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name="output_norm", dtype=policy)
 
     def build(self, input_shape):
@@ -149,7 +150,8 @@ class ReviewKDDistiller(StageDistiller):
     LOSS_TERMS = ("label_loss", "review_loss")
     OPTIONS = StageDistiller.OPTIONS.extend(
         Option("reviewkd_weight", 1.0, "weight", "weight of the review (HCL) term; configs set the pair's"),
-        Option("warmup_steps", 0, "count", "student steps over which the review weight rises linearly to it"),
+        Option("warmup_steps", 0, "count", "student steps over which the review weight rises linearly to it",
+               config=False),
         Option("warmup_epochs", 20, "count", "the warm-up in epochs (configs; converted to warmup_steps)",
                constructor=False),
     )
@@ -189,9 +191,13 @@ class ReviewKDDistiller(StageDistiller):
         terms = super().loss_terms(labels, teacher, student)
         teacher_levels = self._levels(teacher["features"])
         student_levels = self._levels(student["features"])
+        batch_size = ops.cast(ops.shape(student_levels[0])[0], "float32")
         predictions, fused = [], None
         for fusion, level, target in zip(self.fusions[::-1], student_levels[::-1], teacher_levels[::-1]):
-            prediction, fused = fusion(level, fused, out_size=tuple(target.shape[1:3]), training=True)
+            # Their batch normalisation, like the student's, must not take
+            # NaN statistics from a replica without examples.
+            with KeepStateOnEmptyBatch(fusion, batch_size):
+                prediction, fused = fusion(level, fused, out_size=tuple(target.shape[1:3]), training=True)
             predictions.insert(0, prediction)
         terms["review_loss"] = losses.hierarchical_context_loss(teacher_levels, predictions)
         return terms

@@ -178,11 +178,15 @@ def cifar_resnet(
 
     standard = stem_width == 16 and tuple(stage_widths) == (
         (16, 32, 64) if block == "basic" else (64, 128, 256)
-    )
-    # Shipped weights are listed by zoo name: "resnet{depth}" for the
-    # standard widths (hksan_keras.models.MODELS), else the name given
-    # ("resnet8x4").
-    zoo_name = f"resnet{depth}" if standard else model.name
+    ) and block == ("bottleneck" if depth == 164 else "basic")
+    # Shipped weights are listed by zoo name: "resnet{depth}" for the zoo's
+    # widths and block (hksan_keras.models.MODELS), else the name the caller
+    # gave ("resnet8x4").
+    if not standard and name is None:
+        raise ValueError(
+            f"No shipped weights for a ResNet-{depth} with stem {stem_width}, stages {tuple(stage_widths)} and "
+            f"{block} blocks; shipped weights are for zoo models (hksan_keras.models.get(name, weights=...)).")
+    zoo_name = f"resnet{depth}" if standard else name
     return pretrained.load_weights(model, zoo_name, weights)
 
 

@@ -57,7 +57,8 @@ def entry(name, dataset, directory=None):
     if dataset not in entries.get(name, {}):
         raise ValueError(
             f"No shipped weights for {name!r} trained on {dataset!r}; shipped: {_available(entries)}. "
-            "Pass weights=None for random initial weights, or the path of a .weights.h5 file of the same model."
+            "Use no weights (weights=None; in a config teacher.weights=null) for random initial weights, or the "
+            "path of a .weights.h5 file of the same model."
         )
     return entries[name][dataset]
 
@@ -136,7 +137,8 @@ def ship(model, name, dataset, test_accuracy, train_images, recipe, command, rev
         train_images: How many training images it saw.
         recipe: One line: optimizer, schedule, epochs, batch, augmentation.
         command: The exact command that trained it.
-        revision: The git revision of the code that trained it.
+        revision: The git revision checked out when shipping (train and ship
+            from the same checkout).
         directory: Where to write (default: the package's weights folder).
 
     Returns:
@@ -183,8 +185,11 @@ def markdown(directory=None):
         "and dataset without shipped weights, or a different `num_classes`, is refused with the",
         "list of what ships. These teachers saw every training image of their dataset (no",
         "validation split held out); the benchmark protocols train their own teachers instead.",
-        "Test accuracy is measured on the whole test split after loading the shipped file",
-        "(`scripts/ship_weights.py`, which writes the file and its entry).",
+        "They expect what `hksan_keras.data`'s pipelines give: float images normalised per channel",
+        "with the dataset's statistics (`hksan_keras.data.CIFAR_STATS`, pixels in 0..255: `(x - mean) / std`);",
+        "an exported student carries that preprocessing itself. Test accuracy is measured on the whole",
+        "test split after loading the shipped file (`scripts/ship_weights.py`, which writes the file and",
+        "its entry; the revision is the checkout's when shipping).",
         "",
         "| model | dataset | test accuracy (%) | training images | recipe | command | revision |",
         "|---|---|---|---|---|---|---|",
