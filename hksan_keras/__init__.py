@@ -3,8 +3,8 @@
 Public API:
     HKSANDistiller  the distiller (keras.Model; compile + fit)
     distillers      every method: KD, DKD (each also with logit standardisation),
-                    DIST, FitNets, FSP, AT, NST, VID, ReviewKD, ANC,
-                    Xu et al., the student alone, HKSAN; `distillers.METHODS` by name
+                    DIST, FitNets, FSP, AT, NST, VID, ReviewKD, CRD,
+                    ANC, Xu et al., the student alone, HKSAN; `distillers.METHODS` by name
     Distiller       the base that every distiller shares (the train_step)
     TaskDrivenAttention, HierarchicalSqueeze, LogitDiscriminator
     losses          every method's loss terms, usable on their own

@@ -50,7 +50,7 @@ def build_models(config, num_classes, teacher_weights=False):
     return teacher, student
 
 
-def build_distiller(config, teacher, student, steps_per_epoch):
+def build_distiller(config, teacher, student, steps_per_epoch, num_examples=None):
     """The config's distiller (`distill.method`) around a teacher and a student.
 
     Args:
@@ -58,6 +58,8 @@ def build_distiller(config, teacher, student, steps_per_epoch):
         teacher: The trained teacher.
         student: The untrained student.
         steps_per_epoch: Batches per epoch (DKD's warm-up is set in epochs).
+        num_examples: Training examples, for CRD's memory bank; by default
+            read from the config's dataset.
 
     Returns:
         `(distiller, pretrain_teacher_attention_epochs)`; the second is 0
@@ -80,6 +82,13 @@ def build_distiller(config, teacher, student, steps_per_epoch):
             options[key] = config["distill"][key]
     if issubclass(cls, AdversarialDistiller):
         options["seed"] = config["seed"]
+    if getattr(cls, "NEEDS_EXAMPLE_INDEX", False):
+        # CRD's memory bank: one entry per training example.
+        if num_examples is None:
+            spec = data.data_spec(config)
+            num_examples = data.num_examples(
+                spec["dataset"], spec["train_split"], spec["data_dir"], spec["train_size"])
+        options["num_examples"] = num_examples
     return cls(teacher, student, **options), pretrain_epochs
 
 

@@ -168,6 +168,11 @@ def check_batch(images, labels, num_classes, image_shape):
         )
 
 
+def _images(x):
+    # Batches of CRD carry {"images": ..., "index": ...}.
+    return x["images"] if isinstance(x, dict) and "images" in x else x
+
+
 def first_batch(x, y=None, batch_size=None):
     """The first (images, labels) batch of what `fit` was given, or None.
 
@@ -192,7 +197,7 @@ def first_batch(x, y=None, batch_size=None):
                 raise ValueError(
                     "The dataset yields no labels; it must yield (images, labels) batches."
                 )
-            return np.asarray(element[0]), np.asarray(element[1])
+            return np.asarray(_images(element[0])), np.asarray(element[1])
         raise ValueError(
             "The training dataset is empty: it yields no batch, so fit would train "
             "nothing. Check its split, its filters and take()/skip()."
@@ -203,8 +208,9 @@ def first_batch(x, y=None, batch_size=None):
         # Indexing a PyDataset loads one batch without consuming anything.
         element = x[0]
         if isinstance(element, (tuple, list)) and len(element) >= 2:
-            return np.asarray(element[0]), np.asarray(element[1])
+            return np.asarray(_images(element[0])), np.asarray(element[1])
         return None
+    x = _images(x)
     if y is not None and hasattr(x, "shape") and hasattr(y, "__len__"):
         if len(x) == 0 or len(y) == 0:
             raise ValueError(

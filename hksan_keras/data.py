@@ -214,6 +214,7 @@ def make_pipeline(
     preprocess=None,
     seed=None,
     cache=True,
+    with_index=False,
 ):
     """Turns a dataset of single `(image, label)` pairs into batches.
 
@@ -229,6 +230,10 @@ def make_pipeline(
             for training when `augment` is None).
         seed: Seed of shuffling and augmentation.
         cache: Cache decoded examples in memory (small datasets).
+        with_index: Give each example its position in `dataset` (fixed
+            before any shuffling): batches are then
+            `({"images": images, "index": int64 indices}, labels)`, as CRD's
+            memory bank needs (`distillers.CRDDistiller`).
 
     Returns:
         A batched, prefetched `tf.data.Dataset`.
@@ -241,11 +246,14 @@ def make_pipeline(
     def to_float(image, label):
         if image.dtype != tf.string:
             image = tf.cast(image, tf.float32)
-        return image, tf.cast(label, tf.int64)
+        # With `with_index` the label slot carries (label, index) until the end.
+        return image, tf.nest.map_structure(lambda t: tf.cast(t, tf.int64), label)
 
     def normalize(image, label):
         return (image - mean) / std, label
 
+    if with_index:
+        dataset = dataset.enumerate().map(lambda index, pair: (pair[0], (pair[1], index)))
     # Cached and shuffled as they come (uint8: a quarter of float32's
     # memory); cast afterwards, which gives the same values.
     if cache:
@@ -265,6 +273,8 @@ def make_pipeline(
     elif preprocess is not None:
         dataset = dataset.map(preprocess, num_parallel_calls=autotune)
     dataset = dataset.map(normalize, num_parallel_calls=autotune)
+    if with_index:
+        dataset = dataset.map(lambda image, pair: ({"images": image, "index": pair[1]}, pair[0]))
     return dataset.batch(batch_size).prefetch(autotune)
 
 
@@ -330,6 +340,7 @@ def tfds_dataset(
     image_size=224,
     seed=None,
     download=True,
+    with_index=False,
 ):
     """A pipeline over any TFDS image-classification dataset.
 
@@ -350,6 +361,9 @@ def tfds_dataset(
         image_size: Output size for non-CIFAR datasets.
         seed: Seed of shuffling and augmentation.
         download: Download and prepare the dataset when it is not prepared.
+        with_index: Batches of `({"images": ..., "index": ...}, labels)`
+            with each example's position in the split (see
+            `make_pipeline`); the files are then read in their fixed order.
 
     Returns:
         A batched `tf.data.Dataset` of (images, labels).
@@ -365,7 +379,8 @@ def tfds_dataset(
     # ImageNet: files read in shuffled order when training, JPEGs decoded in
     # the pipeline's map (cropped while decoding), not by TFDS.
     encoded = name == "imagenet2012"
-    shuffle_files = training and encoded
+    # Example indices need the same file order every epoch.
+    shuffle_files = training and encoded and not with_index
     dataset = builder.as_dataset(
         split=split,
         as_supervised=True,
@@ -378,14 +393,14 @@ def tfds_dataset(
     if name in CIFAR_STATS:
         pipeline = make_pipeline(
             dataset, batch_size, training, CIFAR_STATS[name],
-            augment=_cifar_augment, seed=seed,
+            augment=_cifar_augment, seed=seed, with_index=with_index,
         )
     else:
         pipeline = make_pipeline(
             dataset, batch_size, training, IMAGENET_STATS,
             augment=_resized_crop_augment(image_size, encoded),
             preprocess=_center_crop(image_size, encoded), seed=seed,
-            cache=not encoded,
+            cache=not encoded, with_index=with_index,
         )
     pipeline.preprocessing = dataset_preprocessing(name, image_size)
     return pipeline
@@ -417,7 +432,7 @@ def cifar_dataset(name="cifar10", split="train", batch_size=128, training=False,
     return tfds_dataset(name, split, batch_size, training, data_dir, take=take, seed=seed)
 
 
-def array_dataset(images, labels, batch_size=128, training=False, seed=None, stats=None):
+def array_dataset(images, labels, batch_size=128, training=False, seed=None, stats=None, with_index=False):
     """A pipeline over numpy arrays of images in [0, 255] and integer labels.
 
     Args:
@@ -427,6 +442,8 @@ def array_dataset(images, labels, batch_size=128, training=False, seed=None, sta
         training: Shuffle and flip horizontally.
         seed: Seed of shuffling and augmentation.
         stats: `(mean, std)` per channel; defaults to the arrays' own.
+        with_index: Batches of `({"images": ..., "index": ...}, labels)`,
+            the index being the row in `images` (see `make_pipeline`).
 
     Returns:
         A batched `tf.data.Dataset` of (images, labels), with the
@@ -453,7 +470,7 @@ def array_dataset(images, labels, batch_size=128, training=False, seed=None, sta
         return tf.image.stateless_random_flip_left_right(image, tf.cast(seed, tf.int64)), label
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    pipeline = make_pipeline(dataset, batch_size, training, stats, augment=flip, seed=seed)
+    pipeline = make_pipeline(dataset, batch_size, training, stats, augment=flip, seed=seed, with_index=with_index)
     # Kept so that an exported model can apply the same normalisation.
     pipeline.preprocessing = preprocessing_spec(stats, images.shape[1])
     return pipeline
@@ -577,13 +594,14 @@ def data_spec(config, role="student"):
     return spec
 
 
-def load_data(config, role="student"):
+def load_data(config, role="student", with_index=False):
     """The training and test pipelines of a config and the dataset's facts.
 
     Args:
         config: A resolved experiment config.
         role: "teacher" trains on `teacher.train_split`/`teacher.train_size`
             where the config sets them; anything else on `data`'s.
+        with_index: Training batches carry each example's index (CRD).
 
     Returns:
         `(train, test, num_classes, steps_per_epoch)`.
@@ -599,7 +617,7 @@ def load_data(config, role="student"):
     )
     train = tfds_dataset(
         spec["dataset"], spec["train_split"], spec["batch_size"], training=True,
-        take=spec["train_size"], seed=config["seed"], **common,
+        take=spec["train_size"], seed=config["seed"], with_index=with_index, **common,
     )
     test = tfds_dataset(
         spec["dataset"], spec["test_split"], max(spec["batch_size"], 256),

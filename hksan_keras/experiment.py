@@ -19,7 +19,7 @@ from hksan_keras.build import build_distiller, build_models, check_model_fits, c
 from hksan_keras.callbacks import BestStudentCheckpoint
 from hksan_keras.checks import check_teacher_is_trained
 from hksan_keras.data import config_preprocessing, load_data
-from hksan_keras.distillers import Distiller, HKSANDistiller
+from hksan_keras.distillers import METHODS, Distiller, HKSANDistiller
 from hksan_keras.distribute import make_strategy
 from hksan_keras.runs import Step, distill_step_name, is_finished, last_epoch_models, teacher_path
 from hksan_keras.training import milestone_sgd
@@ -131,7 +131,8 @@ def distill(config, verbose=1):
     teacher_file = teacher_path(config)
     method = config["distill"]["method"]
     step = Step(config, distill_step_name(method))
-    train, test, num_classes, steps_per_epoch = load_data(config)
+    train, test, num_classes, steps_per_epoch = load_data(
+        config, with_index=getattr(METHODS[method], "NEEDS_EXAMPLE_INDEX", False))
     keras.mixed_precision.set_global_policy(config["mixed_precision"])
     with strategy.scope():
         teacher = keras.saving.load_model(teacher_file)

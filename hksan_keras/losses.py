@@ -781,3 +781,35 @@ def hierarchical_context_loss(teacher_maps, student_maps):
             weights += weight
         total = total + loss / weights
     return total
+
+
+# The NCE estimator's epsilon (RepDistiller's ContrastLoss).
+NCE_EPSILON = 1e-7
+
+
+def contrastive_nce_loss(scores, num_examples):
+    """CRD's noise-contrastive estimation loss (Tian, Krishnan, Isola, ICLR 2020).
+
+    Each row holds the normalised score of the positive pair first, then of
+    its K negatives (`exp(v . m / tau) / Z`). With the noise distribution
+    uniform over the `N` training examples (`P_n = 1 / N`), the loss is
+
+        -(1 / B) sum_b [ log(s_b0 / (s_b0 + K P_n + eps))
+                         + sum_k log(K P_n / (s_bk + K P_n + eps)) ]
+
+    the negative log-likelihood of telling each positive from its negatives
+    (RepDistiller's ContrastLoss).
+
+    Args:
+        scores: Shape (batch, 1 + K), positive first, > 0.
+        num_examples: N, the number of training examples.
+
+    Returns:
+        Scalar loss.
+    """
+    scores = ops.cast(scores, "float32")
+    noise = ops.cast(ops.shape(scores)[1] - 1, "float32") / float(num_examples)
+    positive, negatives = scores[:, 0], scores[:, 1:]
+    log_positive = ops.log(positive / (positive + noise + NCE_EPSILON))
+    log_negatives = ops.log(noise / (negatives + noise + NCE_EPSILON))
+    return -ops.mean(log_positive + ops.sum(log_negatives, axis=-1))

@@ -38,8 +38,17 @@ def student_for(method, student):
 
 
 def method_kwargs(method):
-    """Arguments a method cannot do without: FSP's init_steps (1 step of FSP, then the labels)."""
-    return {"init_steps": 1} if method == "fsp" else {}
+    """Arguments a method cannot do without: FSP's init_steps (1 step of FSP,
+    then the labels); CRD's memory size (the `batch` fixture's 32 images)."""
+    return {"fsp": {"init_steps": 1}, "crd": {"num_examples": 32, "num_negatives": 16}}.get(method, {})
+
+
+def fit_inputs(method, batch):
+    """`(x, y)` for `fit`: CRD's batches carry each example's index."""
+    images, labels = batch
+    if method == "crd":
+        return {"images": images, "index": np.arange(len(images))}, labels
+    return images, labels
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from keras import ops
 
 import hksan_keras
 from hksan_keras import distillers, losses
-from conftest import fast_tier_keeps, method_kwargs, student_for, tiny_resnet
+from conftest import fast_tier_keeps, fit_inputs, method_kwargs, student_for, tiny_resnet
 
 
 def _values(variables):
@@ -26,7 +26,7 @@ def test_every_method_trains_the_student_and_reports_its_terms(method, teacher, 
     distiller.compile(optimizer=keras.optimizers.SGD(0.01))
     teacher_before = _values(teacher.weights)
     student_before = _values(student.trainable_variables)
-    history = distiller.fit(*batch, batch_size=16, epochs=1, verbose=0)
+    history = distiller.fit(*fit_inputs(method, batch), batch_size=16, epochs=1, verbose=0)
     assert not _changed(teacher_before, teacher.weights)
     assert _changed(student_before, student.trainable_variables)
     for name in ("loss", "accuracy") + type(distiller).LOSS_TERMS:
@@ -130,7 +130,7 @@ def test_every_method_round_trips_through_keras_files_with_its_optimizer(
         method, teacher, student, batch, tmp_path):
     distiller = distillers.get(method)(teacher, student_for(method, student), **method_kwargs(method))
     distiller.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9))
-    distiller.fit(*batch, batch_size=16, epochs=1, verbose=0)
+    distiller.fit(*fit_inputs(method, batch), batch_size=16, epochs=1, verbose=0)
     path = str(tmp_path / f"{method}.keras")
     distiller.save(path)
     restored = keras.saving.load_model(path)
@@ -142,7 +142,7 @@ def test_every_method_round_trips_through_keras_files_with_its_optimizer(
     np.testing.assert_allclose(float(restored.optimizer.momentum), 0.9)
     for original, loaded in zip(distiller.optimizer.variables, restored.optimizer.variables):
         np.testing.assert_allclose(np.array(loaded), np.array(original), atol=1e-6)
-    restored.fit(*batch, batch_size=16, epochs=1, verbose=0)
+    restored.fit(*fit_inputs(method, batch), batch_size=16, epochs=1, verbose=0)
     assert int(restored.optimizer.iterations.numpy()) == 4
     assert set(restored.evaluate(*batch, verbose=0, return_dict=True)) == {"loss", "accuracy"}
 
@@ -164,4 +164,4 @@ def test_keras_distiller_takes_our_losses(batch):
 
 def test_unknown_method_is_named():
     with pytest.raises(ValueError, match="choose one of"):
-        distillers.get("crd")
+        distillers.get("pkt")

@@ -98,6 +98,14 @@ def test_newer_stage_methods_train_the_same_model_on_two_replicas_as_on_one_devi
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-5, err_msg=key)
 
 
+def test_crd_keeps_the_copies_of_its_memory_bank_equal_on_two_replicas(tmp_path):
+    # 35 images in batches of 16: the last global batch of 3 is split 2 + 1.
+    mirrored = _run(2, tmp_path, "crd", 35)
+    assert int(mirrored["memory_copies"]) == 2 and bool(mirrored["memory_copies_equal"])
+    for key in (k for k in mirrored if k.startswith(("history_", "evaluate_", "student_"))):
+        assert np.all(np.isfinite(mirrored[key])), key
+
+
 @pytest.mark.parametrize("method, term", [("dist", "intra_class_loss"), ("reviewkd", "review_loss")])
 def test_batch_statistic_methods_train_on_two_replicas(tmp_path, method, term):
     # DIST's intra-class term and the batch normalisation of ReviewKD's

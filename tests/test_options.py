@@ -51,7 +51,7 @@ def _bad_value(option):
     """A value outside what the option takes, of the right type where one exists."""
     return {
         "weight": -1.0, "positive": 0.0, "count": -1, "steps": 0, "integer": 1.5,
-        "flag": "yes", "choice": "no_such_choice", "names": "stage_1",
+        "flag": "yes", "choice": "no_such_choice", "names": "stage_1", "probability": 1.5, "fraction": 1.5,
     }[option.kind]
 
 

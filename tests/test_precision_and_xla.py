@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from hksan_keras import distillers
-from conftest import method_kwargs, student_for, tiny_resnet
+from conftest import fit_inputs, method_kwargs, student_for, tiny_resnet
 
 
 # The full tier only (every method under each precision and XLA).
@@ -34,7 +34,7 @@ def test_every_method_trains_under_mixed_precision_and_xla(method, policy, batch
     # Dynamic loss scaling skips the first steps whose float16 gradients
     # overflow (AT's weight is 1000): give it a few.
     epochs = 4 if policy == "mixed_float16" else 1
-    history = distiller.fit(*batch, batch_size=16, epochs=epochs, verbose=0)
+    history = distiller.fit(*fit_inputs(method, batch), batch_size=16, epochs=epochs, verbose=0)
     for name, values in history.history.items():
         assert np.isfinite(values).all(), (name, values)
     assert all(v.dtype == "float32" for v in student.trainable_variables)

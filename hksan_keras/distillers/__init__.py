@@ -9,6 +9,7 @@ from hksan_keras.distillers.alone import StudentAlone
 from hksan_keras.distillers.anc import ANCDistiller
 from hksan_keras.distillers.at import ATDistiller
 from hksan_keras.distillers.base import Distiller, StageDistiller
+from hksan_keras.distillers.crd import CRDDistiller
 from hksan_keras.distillers.dist import DISTDistiller
 from hksan_keras.distillers.dkd import DKDDistiller, DKDLSDistiller
 from hksan_keras.distillers.fitnets import FitNetsDistiller
@@ -33,6 +34,7 @@ METHODS = {
     "nst": NSTDistiller,
     "vid": VIDDistiller,
     "reviewkd": ReviewKDDistiller,
+    "crd": CRDDistiller,
     "anc": ANCDistiller,
     "xu": ConditionalAdversarialDistiller,
     "hksan": HKSANDistiller,
@@ -44,7 +46,7 @@ def get(method):
 
     Args:
         method: One of `METHODS` ("student", "kd", "kd+ls", "dkd",
-            "dkd+ls", "dist", "fitnets", "fsp", "at", "nst", "vid", "reviewkd", "anc", "xu", "hksan").
+            "dkd+ls", "dist", "fitnets", "fsp", "at", "nst", "vid", "reviewkd", "crd", "anc", "xu", "hksan").
 
     Returns:
         The class.
@@ -76,6 +78,7 @@ __all__ = [
     "NSTDistiller",
     "VIDDistiller",
     "ReviewKDDistiller",
+    "CRDDistiller",
     "ANCDistiller",
     "ConditionalAdversarialDistiller",
     "HKSANDistiller",

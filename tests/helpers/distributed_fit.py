@@ -50,6 +50,12 @@ with strategy.scope():
         # A norm every step exceeds: clipping acts on every update.
         distiller = hksan_keras.distillers.get("kd")(teacher, student, global_clipnorm=0.05)
         distiller.compile(optimizer=keras.optimizers.SGD(0.05))
+    elif method == "crd":
+        # Its batches carry each example's index (the memory bank's row).
+        dataset = tf.data.Dataset.from_tensor_slices(
+            ({"images": images, "index": np.arange(num_images)}, labels)).batch(16)
+        distiller = hksan_keras.distillers.get(method)(teacher, student, num_examples=num_images, num_negatives=16)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.05))
     elif method == "fsp":
         # Two steps of the FSP stage, then the labels.
         distiller = hksan_keras.distillers.get(method)(teacher, student, init_steps=2)
@@ -59,9 +65,16 @@ with strategy.scope():
         distiller.compile(optimizer=keras.optimizers.SGD(0.05))
 history = distiller.fit(dataset, epochs=2, verbose=0).history
 evaluation = distiller.evaluate(dataset, verbose=0, return_dict=True)
+memory = {}
+if method == "crd":
+    # Every replica applied every replica's updates: the copies are equal.
+    copies = [np.array(v) for v in strategy.experimental_local_results(distiller.student_memory.value)]
+    memory["memory_copies_equal"] = all(np.array_equal(copies[0], c) for c in copies)
+    memory["memory_copies"] = len(copies)
 np.savez(
     output_path,
     replicas=strategy.num_replicas_in_sync,
+    **memory,
     **{f"history_{k}": np.array(v) for k, v in history.items()},
     **{f"evaluate_{k}": np.array(v) for k, v in evaluation.items()},
     **{f"student_{i}": np.array(w) for i, w in enumerate(student.get_weights())},

@@ -1,0 +1,112 @@
+"""CRD (Tian et al., ICLR 2020): the NCE loss by hand, the memory bank, negatives, indices."""
+
+import keras
+import numpy as np
+import pytest
+
+from hksan_keras import data, distillers, losses
+
+
+def test_the_nce_loss_is_repdistillers_contrast_loss_by_hand():
+    rng = np.random.default_rng(0)
+    scores = rng.uniform(0.01, 2.0, size=(3, 5)).astype("float32")
+    n = 100.0
+    noise = 4 / n  # K = 4 negatives, uniform noise over N examples
+    expected = -np.mean(np.log(scores[:, 0] / (scores[:, 0] + noise + 1e-7))
+                        + np.sum(np.log(noise / (scores[:, 1:] + noise + 1e-7)), axis=1))
+    assert float(losses.contrastive_nce_loss(scores, 100)) == pytest.approx(expected, rel=1e-5)
+    # A higher positive and lower negatives lower the loss.
+    better = scores.copy()
+    better[:, 0] *= 10
+    better[:, 1:] /= 10
+    assert float(losses.contrastive_nce_loss(better, 100)) < float(losses.contrastive_nce_loss(scores, 100))
+
+
+def _indexed(batch):
+    images, labels = batch
+    return {"images": images, "index": np.arange(len(images))}, labels
+
+
+def _l2(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_a_step_moves_only_the_batchs_memory_entries_with_momentum(teacher, student, batch):
+    distiller = distillers.CRDDistiller(teacher, student, num_examples=40, num_negatives=8, momentum=0.5)
+    # A zero learning rate: the embeddings the step used are the ones recomputed here.
+    distiller.compile(optimizer=keras.optimizers.SGD(0.0))
+    before = np.array(distiller.student_memory), np.array(distiller.teacher_memory)
+    x, labels = _indexed(batch)
+    distiller.fit(x, labels, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    student_features = distiller.student_features(batch[0], training=True)[-2]
+    teacher_features = distiller.teacher_features(batch[0], training=False)[-2]
+    student_vector = _l2(np.asarray(distiller.student_embedding(np.asarray(student_features).mean(axis=(1, 2)))))
+    teacher_vector = _l2(np.asarray(distiller.teacher_embedding(np.asarray(teacher_features).mean(axis=(1, 2)))))
+    for memory, old, vector in ((distiller.student_memory, before[0], student_vector),
+                                (distiller.teacher_memory, before[1], teacher_vector)):
+        memory = np.array(memory)
+        np.testing.assert_allclose(memory[:32], _l2(0.5 * old[:32] + 0.5 * vector), rtol=1e-4, atol=1e-5)
+        np.testing.assert_array_equal(memory[32:], old[32:])
+    np.testing.assert_array_equal(np.array(distiller.memory_classes)[:32], labels)
+    assert np.all(np.array(distiller.memory_classes)[32:] == -1)
+    normalizers = np.array(distiller.normalizers)
+    assert np.all(normalizers > 0)
+    distiller.fit(x, labels, batch_size=32, epochs=1, verbose=0, shuffle=False)
+    np.testing.assert_array_equal(np.array(distiller.normalizers), normalizers)  # set once
+
+
+def test_negatives_come_from_other_classes_once_the_classes_are_known(teacher, student):
+    distiller = distillers.CRDDistiller(teacher, student, num_examples=50, num_negatives=64)
+    classes = np.arange(50) % 5
+    distiller.memory_classes.assign(classes.astype("float32"))
+    anchors = np.array([0, 1, 7], "int32")
+    negatives = np.asarray(distiller._negatives(anchors, classes[anchors]))
+    assert negatives.shape == (3, 64)
+    for anchor, row in zip(anchors, negatives):
+        assert np.all(classes[row] != classes[anchor])
+
+
+def test_missing_indices_and_sizes_are_explained(teacher, student, batch):
+    with pytest.raises(ValueError, match="needs num_examples"):
+        distillers.CRDDistiller(teacher, student)
+    distiller = distillers.CRDDistiller(teacher, student, num_examples=32, num_negatives=8)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    with pytest.raises(ValueError, match=r"CRD needs each training example's index"):
+        distiller.fit(*batch, batch_size=16, epochs=1, verbose=0)
+
+
+def test_pipelines_give_stable_indices_and_the_memory_round_trips(teacher, student, tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(40, 16, 16, 3)).astype("uint8")
+    labels = np.arange(40) % 10
+    train = data.array_dataset(images, labels, batch_size=16, training=True, seed=0, with_index=True)
+    for epoch in range(2):
+        seen = np.concatenate([np.asarray(x["index"]) for x, _ in train])
+        assert sorted(seen) == list(range(40))
+    x, y = next(iter(train))
+    # Each index names its own example: its label is the array's.
+    np.testing.assert_array_equal(np.asarray(y), labels[np.asarray(x["index"])])
+    distiller = distillers.CRDDistiller(teacher, student, num_examples=40, num_negatives=16)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+    history = distiller.fit(train, epochs=1, verbose=0).history
+    assert np.isfinite(history["crd_loss"][-1])
+    path = str(tmp_path / "crd.keras")
+    distiller.save(path)
+    restored = keras.saving.load_model(path)
+    for name in ("student_memory", "teacher_memory", "memory_classes", "normalizers"):
+        np.testing.assert_array_equal(np.array(getattr(restored, name)), np.array(getattr(distiller, name)))
+    assert restored.evaluate(data.array_dataset(images, labels, batch_size=16), verbose=0, return_dict=True)
+
+
+@pytest.mark.full
+def test_a_config_gives_the_memory_the_training_set_size(cifar_data_dir):
+    import pathlib
+
+    from hksan_keras.build import build_distiller, build_models
+    from hksan_keras.config import resolve_config
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "cifar10_resnet20_resnet8_narrow_cpu_small.json"
+    config = resolve_config(str(path), ["distill.method=crd", "teacher.model=resnet8"], data_dir=cifar_data_dir)
+    teacher, student = build_models(config, 10)
+    distiller, _ = build_distiller(config, teacher, student, steps_per_epoch=79)
+    assert distiller.num_examples == 10000 and tuple(distiller.student_memory.shape) == (10000, 128)
