@@ -12,7 +12,16 @@ from hksan_keras import losses
 from hksan_keras.taps import detect_stages
 from conftest import fast_tier_keeps
 
-STAGE_METHODS = ("fitnets", "at", "nst", "hksan")
+STAGE_METHODS = ("fitnets", "at", "nst", "vid", "reviewkd", "crd", "hksan")
+# FSP compares flow matrices entry by entry: pairs of equal widths only
+# (the tutorial pair, not the wrapped backbone with a narrower student).
+EQUAL_WIDTH_STAGE_METHODS = STAGE_METHODS + ("fsp",)
+
+
+def build(method, teacher, student, num_examples=16):
+    """A stage distiller with what some methods cannot do without."""
+    needed = {"crd": {"num_examples": num_examples, "num_negatives": 8}, "fsp": {"init_steps": 1}}
+    return hksan_keras.distillers.get(method)(teacher, student, **needed.get(method, {}))
 
 
 def tutorial_cnn(name, classes=2, activation=None):
@@ -54,6 +63,9 @@ def fit_few_steps(distiller, images, labels, batch_size=8):
     distiller.compile(optimizer=keras.optimizers.SGD(0.01), **(
         {"d_optimizer": keras.optimizers.Adam(1e-4)} if hasattr(distiller, "discriminator") else {}))
     before = [np.array(w) for w in distiller.student.trainable_weights]
+    if isinstance(distiller, hksan_keras.distillers.CRDDistiller):
+        # CRD's batches carry each example's index.
+        images = {"images": images, "index": np.arange(len(labels))}
     history = distiller.fit(images, labels, batch_size=batch_size, epochs=1, verbose=0).history
     assert all(np.isfinite(v[-1]) for v in history.values()), history
     after = distiller.student.trainable_weights
@@ -61,11 +73,11 @@ def fit_few_steps(distiller, images, labels, batch_size=8):
     return history
 
 
-@pytest.mark.parametrize("method", STAGE_METHODS)
+@pytest.mark.parametrize("method", EQUAL_WIDTH_STAGE_METHODS)
 def test_every_stage_method_trains_a_sequential_pair(method):
     keras.utils.set_random_seed(0)
     teacher, student = tutorial_cnn("teacher"), tutorial_cnn("student")
-    distiller = hksan_keras.distillers.get(method)(teacher, student)
+    distiller = build(method, teacher, student)
     assert distiller.teacher_stages == [teacher.layers[0].name, teacher.layers[2].name]
     assert distiller.student_stages == [student.layers[0].name, student.layers[2].name]
     fit_few_steps(distiller, *data((8, 8, 3), 2))
@@ -90,7 +102,7 @@ def test_stage_methods_tap_a_backbone_nested_in_a_fine_tuning_wrapper(wrapper, m
     keras.utils.set_random_seed(0)
     teacher = wrapper()
     assert detect_stages(teacher) == ["backbone/block1", "backbone/block2"]
-    distiller = hksan_keras.distillers.get(method)(teacher, plain_student())
+    distiller = build(method, teacher, plain_student())
     assert distiller.teacher_stages == ["backbone/block1", "backbone/block2"]
     # The backbone is tapped, not copied: the stage model holds its variables.
     inner = teacher.get_layer("backbone")
