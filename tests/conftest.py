@@ -52,6 +52,14 @@ def fit_inputs(method, batch):
 
 
 @pytest.fixture
+def policy(request):
+    """A Keras dtype policy for the test (parametrized indirectly), float32 after it."""
+    keras.mixed_precision.set_global_policy(request.param)
+    yield request.param
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.fixture
 def teacher():
     keras.utils.set_random_seed(1)
     return tiny_resnet((8, 16, 24), name="teacher")

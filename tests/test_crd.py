@@ -110,3 +110,28 @@ def test_a_config_gives_the_memory_the_training_set_size(cifar_data_dir):
     teacher, student = build_models(config, 10)
     distiller, _ = build_distiller(config, teacher, student, steps_per_epoch=79)
     assert distiller.num_examples == 10000 and tuple(distiller.student_memory.shape) == (10000, 128)
+
+
+@pytest.mark.full
+def test_the_distill_step_gives_crd_indexed_batches_and_the_splits_size(cifar_data_dir, tmp_path):
+    import pathlib
+
+    from hksan_keras import experiment, models
+    from hksan_keras.config import resolve_config
+
+    # A teacher from weights (teacher.weights), so nothing but CRD trains.
+    weights = tmp_path / "teacher.weights.h5"
+    models.get("resnet8", 10).save_weights(weights)
+    path = pathlib.Path(__file__).resolve().parents[1] / "configs" / "cifar10_resnet56_resnet20_quick.json"
+    config = resolve_config(str(path), [
+        "teacher.model=resnet8", "student.model=resnet8", "data.train_size=96", "data.test_size=64",
+        "data.batch_size=32", "distill.epochs=1", "distill.lr_milestones=[]", "distill.method=crd",
+        "distill.crd.num_negatives=16", f"teacher.weights={weights}"],
+        run_dir=str(tmp_path / "run"), data_dir=cifar_data_dir)
+    experiment.train_on_labels(config, "teacher", verbose=0)
+    metrics = experiment.distill(config, verbose=0)
+    assert metrics["epochs"] == 1
+    distiller = keras.saving.load_model(tmp_path / "run" / "distill_crd" / "distiller.keras")
+    assert distiller.num_examples == 96
+    # Every training example's class was stored through its index.
+    assert np.all(np.array(distiller.memory_classes) >= 0)

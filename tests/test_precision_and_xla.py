@@ -12,16 +12,22 @@ from conftest import fit_inputs, method_kwargs, student_for, tiny_resnet
 pytestmark = pytest.mark.full
 
 
-@pytest.fixture
-def policy(request):
-    keras.mixed_precision.set_global_policy(request.param)
-    yield request.param
-    keras.mixed_precision.set_global_policy("float32")
+# Two files share the methods (this one the first half, alphabetically;
+# test_precision_and_xla_more.py the rest), so that the two test workers,
+# which take whole files, share the matrix.
+METHODS = sorted(distillers.METHODS)
+FIRST_HALF = METHODS[: len(METHODS) // 2]
+POLICIES = ["mixed_float16", "mixed_bfloat16", "float32"]
 
 
-@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16", "float32"], indirect=True)
-@pytest.mark.parametrize("method", sorted(distillers.METHODS))
+@pytest.mark.parametrize("policy", POLICIES, indirect=True)
+@pytest.mark.parametrize("method", FIRST_HALF)
 def test_every_method_trains_under_mixed_precision_and_xla(method, policy, batch):
+    check_method_under_policy(method, policy, batch)
+
+
+def check_method_under_policy(method, policy, batch):
+    """A few steps of `method` under `policy`: finite, float32 weights, loss scaling where due."""
     keras.utils.set_random_seed(0)
     # Teacher and student both in the policy's compute dtype.
     teacher = tiny_resnet((8, 16, 24), name="teacher")
