@@ -82,7 +82,7 @@ def build_distiller(config, teacher, student, steps_per_epoch, num_examples=None
             options[key] = config["distill"][key]
     if issubclass(cls, AdversarialDistiller):
         options["seed"] = config["seed"]
-    if getattr(cls, "NEEDS_EXAMPLE_INDEX", False):
+    if cls.NEEDS_EXAMPLE_INDEX:
         # CRD's memory bank: one entry per training example.
         if num_examples is None:
             spec = data.data_spec(config)

@@ -132,7 +132,7 @@ def distill(config, verbose=1):
     method = config["distill"]["method"]
     step = Step(config, distill_step_name(method))
     train, test, num_classes, steps_per_epoch = load_data(
-        config, with_index=getattr(METHODS[method], "NEEDS_EXAMPLE_INDEX", False))
+        config, with_index=METHODS[method].NEEDS_EXAMPLE_INDEX)
     keras.mixed_precision.set_global_policy(config["mixed_precision"])
     with strategy.scope():
         teacher = keras.saving.load_model(teacher_file)

@@ -9,7 +9,7 @@ the one checked out when shipping), writes
 hksan_keras/models/weights/<model>_<dataset>.weights.h5,
 loads that file into a freshly built zoo model, measures its accuracy on the
 dataset's whole test split, and records the accuracy, the number of training
-images, the recipe (the config's description), the command and the git
+images, the recipe (from the config's teacher section), the command and the git
 revision in hksan_keras/models/weights/manifest.json
 (`hksan_keras.models.pretrained.ship`). Then regenerate docs/models.md's
 table with `python -m hksan_keras.models.pretrained`.
@@ -32,7 +32,6 @@ def main():
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
-    import tensorflow_datasets as tfds
 
     from hksan_keras import data, models
     from hksan_keras.models import pretrained
@@ -58,7 +57,7 @@ def main():
     test = data.cifar_dataset(dataset, "test", batch_size=500, data_dir=data_dir)
     model.compile(metrics=["accuracy"])
     accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
-    train_images = tfds.builder(dataset, data_dir=data_dir).info.splits["train"].num_examples
+    train_images = data.num_examples(dataset, "train", data_dir)
     teacher = config["teacher"]
     recipe = (
         f"SGD lr {teacher['learning_rate']} momentum {teacher['momentum']}, /{1 / teacher['lr_decay']:g} at epochs "

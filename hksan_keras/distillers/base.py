@@ -268,6 +268,9 @@ class Distiller(keras.Model):
 
     LOSS_TERMS = ("label_loss",)
     USES_TEACHER = True
+    # Whether training batches must carry each example's index
+    # (({"images", "index"}, labels); CRD's memory bank).
+    NEEDS_EXAMPLE_INDEX = False
     # Options of older versions: {name: the value whose behaviour is kept}.
     # `from_config` drops them where a saved config holds that value and
     # refuses other values by name (see checks.drop_removed_options).

@@ -19,10 +19,6 @@ def _all_replicas(value):
     return tf.distribute.get_replica_context().all_gather(value, axis=0)
 
 
-def _l2_normalize(x):
-    return x / ops.sqrt(ops.sum(ops.square(x), axis=-1, keepdims=True) + 1e-12)
-
-
 @keras.saving.register_keras_serializable(package="hksan_keras")
 class CRDDistiller(StageDistiller):
     """Contrastive representation distillation with a memory bank of negatives.
@@ -183,9 +179,9 @@ class CRDDistiller(StageDistiller):
                 "CRD needs each training example's index: pass batches of ({'images': images, 'index': "
                 "indices}, labels), e.g. hksan_keras.data pipelines with with_index=True.")
         classes = losses.class_indices(labels)
-        student_vector = _l2_normalize(self.student_embedding(
+        student_vector = losses.l2_normalize(self.student_embedding(
             ops.mean(ops.cast(student["features"][-1], "float32"), axis=(1, 2))))
-        teacher_vector = _l2_normalize(self.teacher_embedding(
+        teacher_vector = losses.l2_normalize(self.teacher_embedding(
             ops.mean(ops.cast(teacher["features"][-1], "float32"), axis=(1, 2))))
         contrast = ops.concatenate([index[:, None], self._negatives(index, classes)], axis=1)
         # The teacher's embedding against the student's memory and the
@@ -211,7 +207,7 @@ class CRDDistiller(StageDistiller):
             updates = []
             for memory, vector in ((self.student_memory, student_vector), (self.teacher_memory, teacher_vector)):
                 vectors = _all_replicas(ops.stop_gradient(vector))
-                moved = _l2_normalize(self.momentum * ops.take(memory, all_index[:, 0], axis=0)
+                moved = losses.l2_normalize(self.momentum * ops.take(memory, all_index[:, 0], axis=0)
                                       + (1.0 - self.momentum) * vectors)
                 updates.append(memory.assign(tf.tensor_scatter_nd_update(memory.value, all_index, moved)))
             updates.append(self.memory_classes.assign(tf.tensor_scatter_nd_update(
