@@ -34,9 +34,7 @@ flags.DEFINE_integer("verbose", 1, "Keras verbosity: 0 none (the one-line epoch 
 
 def _experiment(config):
     results = experiment.run_experiment(config, FLAGS.verbose)
-    print("\nTest accuracy")
-    for name, scores in results.items():
-        print(f"  {name:<18} {scores['accuracy']:.4f}")
+    print("\n" + "\n".join(experiment.accuracy_table(results)))
 
 
 # Each command: its name -> (what it does, in one line; the flags it reads

@@ -218,6 +218,35 @@ def evaluate(config, model_path=None):
     return results
 
 
+def accuracy_table(results):
+    """The lines that end an experiment: each model's test accuracy, and the gain.
+
+    Args:
+        results: The output of `evaluate`, `{name: {"accuracy": ...}}`.
+
+    Returns:
+        A list of lines: a heading, one line per model (accuracy in %), and
+        for each distilled student its gain over the student trained alone,
+        in percentage points, where the run has both.
+
+    Example:
+
+    >>> print("\\n".join(accuracy_table(evaluate(config))))
+    Test accuracy (last epoch)
+      teacher               92.10 %
+      student               55.40 %
+      distilled_student     59.80 %   +4.40 points over the student alone
+    """
+    lines = ["Test accuracy (last epoch)"]
+    alone = results.get("student", {}).get("accuracy")
+    for name, scores in results.items():
+        line = f"  {name:<28} {100 * scores['accuracy']:6.2f} %"
+        if alone is not None and name.startswith("distilled_student"):
+            line += f"   {100 * (scores['accuracy'] - alone):+.2f} points over the student alone"
+        lines.append(line)
+    return lines
+
+
 def run_experiment(config, verbose=1):
     """Teacher, student alone, distillation (`distill.method`) and evaluation.
 

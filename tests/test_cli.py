@@ -90,7 +90,8 @@ def test_every_subcommand_end_to_end(cifar_data_dir, tmp_path):
     assert refused.returncode == 2 and "finished teacher run" in refused.stderr
     out = hksan("experiment", *common, data_dir=cifar_data_dir)
     assert out.stdout.count("finished earlier") == 3
-    assert "Test accuracy" in out.stdout and "distilled_student" in out.stdout
+    assert "Test accuracy (last epoch)" in out.stdout
+    assert "points over the student alone" in out.stdout.split("distilled_student ")[-1]
 
 
 def test_an_interrupted_step_resumes_where_it_stopped(cifar_data_dir, tmp_path):

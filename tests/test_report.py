@@ -44,3 +44,20 @@ def test_report_rows_for_teacher_student_and_each_tflite(tmp_path):
     with pytest.raises(FileExistsError, match="exists"):
         report.compression_report(teacher, student, images, labels, train.preprocessing,
                                   str(tmp_path / "report"))
+
+
+def test_the_experiment_ends_with_each_accuracy_and_the_gain_over_the_student_alone():
+    from hksan_keras.experiment import accuracy_table
+
+    lines = accuracy_table({
+        "teacher": {"accuracy": 0.9234},
+        "student": {"accuracy": 0.55},
+        "distilled_student": {"accuracy": 0.5925},
+        "distilled_student_kd": {"accuracy": 0.54},
+    })
+    assert lines[0] == "Test accuracy (last epoch)"
+    assert lines[1].split() == ["teacher", "92.34", "%"]
+    assert lines[3].split()[:4] == ["distilled_student", "59.25", "%", "+4.25"]
+    assert lines[4].split()[3] == "-1.00"
+    # Without a student trained alone there is no gain to state.
+    assert "points" not in "".join(accuracy_table({"distilled_student": {"accuracy": 0.6}}))
