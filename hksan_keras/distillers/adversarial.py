@@ -11,9 +11,8 @@ from hksan_keras.discriminators import LogitDiscriminator
 from hksan_keras.distillers.base import (
     Distiller,
     cross_replica_mean,
-    gradients_of_examples,
-    replica_share,
-    where_examples,
+    strategy_scope,
+    uniform_per_replica,
 )
 from hksan_keras.options import Option
 
@@ -282,7 +281,7 @@ class AdversarialDistiller(Distiller):
                 are not accepted: the distiller computes its own.
         """
         super().compile(optimizer=optimizer, **kwargs)
-        with self.distribute_strategy.scope():
+        with strategy_scope(self):
             self.d_optimizer = (
                 keras.optimizers.get(d_optimizer)
                 if d_optimizer is not None
@@ -304,23 +303,21 @@ class AdversarialDistiller(Distiller):
             )
         return config
 
+    def other_optimizers(self):
+        return [self.d_optimizer] if getattr(self, "d_optimizer", None) is not None else []
+
     def perturb(self, logits):
         """Dropout of the student logits that D is shown as real (KSANC's regulariser).
 
         Each replica draws its own mask: the seed of a step is combined with
         the replica's index in the sync group (`keras.random.dropout` would
-        draw the same mask on every replica).
+        draw the same mask on every replica). The masks are the backend's
+        own random numbers: TensorFlow and JAX draw different ones.
         """
-        import tensorflow as tf
-
         rate = self.discriminator.perturbation_rate
         if not rate:
             return logits
-        seed = ops.cast(self.seed_generator.next(), "int32")
-        context = tf.distribute.get_replica_context()
-        replica = context.replica_id_in_sync_group if context is not None else 0
-        seed = seed + ops.stack([0, ops.cast(replica, "int32")])
-        keep = tf.random.stateless_uniform(tf.shape(logits), seed=seed) >= rate
+        keep = uniform_per_replica(ops.shape(logits), self.seed_generator) >= rate
         return ops.where(keep, logits / (1.0 - rate), ops.zeros_like(logits))
 
     def discriminate(self, labels, teacher_logits, student_logits):
@@ -347,35 +344,32 @@ class AdversarialDistiller(Distiller):
 
         return split(source), split(classes)
 
-    def update_discriminator(self, labels, teacher, student):
-        import tensorflow as tf
+    def discriminator_objective(self, labels, teacher, student):
+        """D's loss on one batch (float32 scalar), its regularisers included."""
+        sources, classes = self.discriminate(labels, teacher["logits"], student["logits"])
+        loss = losses.discriminator_loss(
+            labels,
+            sources[0],
+            classes[0] if classes else None,
+            sources[1],
+            classes[1] if classes else None,
+            perturbed_student_source=sources[2],
+            fake_as_real_weight=self.discriminator.fake_as_real_weight,
+        )
+        if self.discriminator.losses:
+            loss = loss + ops.sum(self.discriminator.losses)
+        return loss
 
+    def update_discriminator(self, labels, teacher, student):
         if not self.adversarial_weight:
             # D could not change the student's objective: neither run nor train it.
             return None
-        variables = self.discriminator.trainable_variables
+        batch_size = ops.cast(ops.shape(student["logits"])[0], "float32")
         for _ in range(self.discriminator_steps):
-            with tf.GradientTape() as tape:
-                sources, classes = self.discriminate(
-                    labels, teacher["logits"], student["logits"]
-                )
-                loss = losses.discriminator_loss(
-                    labels,
-                    sources[0],
-                    classes[0] if classes else None,
-                    sources[1],
-                    classes[1] if classes else None,
-                    perturbed_student_source=sources[2],
-                    fake_as_real_weight=self.discriminator.fake_as_real_weight,
-                )
-                if self.discriminator.losses:
-                    loss = loss + ops.sum(self.discriminator.losses)
-                batch_size = ops.cast(ops.shape(student["logits"])[0], "float32")
-                scaled_loss = self.d_optimizer.scale_loss(
-                    where_examples(batch_size, loss) * replica_share(batch_size)
-                )
-            gradients = gradients_of_examples(batch_size, tape.gradient(scaled_loss, variables))
-            self.d_optimizer.apply(gradients, variables)
+            loss = self.minimize(
+                lambda: self.discriminator_objective(labels, teacher, student),
+                self.discriminator.trainable_variables, self.d_optimizer, batch_size,
+            )
         return {"discriminator_loss": loss}
 
     def loss_terms(self, labels, teacher, student):

@@ -59,20 +59,93 @@ def _num_classes(model, role, input_shape):
 MAXIMIZED_METRICS = ("accuracy",)
 
 
+def _on_tensorflow():
+    return keras.backend.backend() == "tensorflow"
+
+
+def strategy_scope(model):
+    """The model's `tf.distribute` strategy scope; no scope on other backends.
+
+    On JAX, `keras.distribution` places variables by itself.
+    """
+    import contextlib
+
+    return model.distribute_strategy.scope() if _on_tensorflow() else contextlib.nullcontext()
+
+
 def num_replicas():
-    """Replicas that each hold a slice of the global batch (1 without a strategy)."""
+    """Replicas that each hold a slice of the global batch.
+
+    1 without a `tf.distribute` strategy, and on JAX, where the step sees
+    the global batch (`keras.distribution` shards it under `jit`).
+    """
+    if not _on_tensorflow():
+        return 1
     import tensorflow as tf
 
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def _cross_replica_sum(value):
+    if not _on_tensorflow():
+        return value
     import tensorflow as tf
 
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return value
     return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def replica_id():
+    """This replica's index in its sync group (0 without a strategy, and on JAX)."""
+    if not _on_tensorflow():
+        return 0
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return context.replica_id_in_sync_group if context is not None else 0
+
+
+def uniform_per_replica(shape, seed_generator):
+    """Uniform [0, 1) numbers of `shape`, a different draw on each replica.
+
+    Under a `tf.distribute` strategy the step's seed (one per step, from
+    `seed_generator`) is combined with the replica's index;
+    `keras.random.uniform` alone would draw the same numbers on every
+    replica. On JAX the step sees the global batch: one draw.
+    """
+    if not _on_tensorflow():
+        return keras.random.uniform(shape, seed=seed_generator)
+    import tensorflow as tf
+
+    seed = ops.cast(seed_generator.next(), "int32")
+    seed = seed + ops.stack([0, ops.cast(replica_id(), "int32")])
+    return tf.random.stateless_uniform(shape, seed=seed)
+
+
+def all_replicas(value):
+    """`value` of every replica, concatenated on axis 0 (itself on one replica and on JAX)."""
+    if num_replicas() == 1:
+        return value
+    import tensorflow as tf
+
+    return tf.distribute.get_replica_context().all_gather(value, axis=0)
+
+
+def after(value, updates):
+    """`value`, computed only after `updates` ran (TensorFlow graphs).
+
+    Under a `tf.distribute` strategy, reads and writes of a mirrored
+    variable are not ordered by program order alone. JAX steps are pure
+    functions of the variables' values, which need no ordering.
+    """
+    if not _on_tensorflow():
+        return value
+    import tensorflow as tf
+
+    with tf.control_dependencies(updates):
+        return tf.identity(value)
 
 
 def replica_share(batch_size):
@@ -158,6 +231,8 @@ class KeepStateOnEmptyBatch:
         self.batch_size = batch_size
 
     def __enter__(self):
+        if not self.variables:
+            return self
         import tensorflow as tf
 
         self.saved = [tf.identity(v.value) for v in self.variables]
@@ -168,6 +243,8 @@ class KeepStateOnEmptyBatch:
         return self
 
     def __exit__(self, *exc_info):
+        if not self.variables:
+            return False
         self._dependencies.__exit__(*exc_info)
         for variable, saved in zip(self.variables, self.saved):
             variable.assign(ops.where(self.batch_size > 0, variable, saved))
@@ -210,6 +287,8 @@ def _per_replica_report(logs):
     fails on scalars (keras-team/keras#20585); a shape (1,) value averages
     to the scalar wanted. Elsewhere the scalars go out as they are.
     """
+    if not _on_tensorflow():
+        return logs
     import tensorflow as tf
 
     strategy = tf.distribute.get_strategy()
@@ -389,12 +468,11 @@ class Distiller(keras.Model):
                 `steps_per_execution`, `run_eagerly`). `loss` and `metrics`
                 are not accepted: the distiller computes its own.
         """
-        if keras.backend.backend() != "tensorflow":
+        if keras.backend.backend() not in ("tensorflow", "jax"):
             raise RuntimeError(
-                f"{type(self).__name__}'s train_step is written for the "
-                f"TensorFlow backend, but Keras runs on "
-                f"{keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow "
-                "before importing keras."
+                f"{type(self).__name__} trains on the TensorFlow and JAX "
+                f"backends, but Keras runs on {keras.backend.backend()!r}. Set "
+                "KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax before importing keras."
             )
         for argument in ("loss", "metrics", "weighted_metrics", "loss_weights"):
             if kwargs.pop(argument, None) is not None:
@@ -404,7 +482,7 @@ class Distiller(keras.Model):
                     "(set their weights in the constructor) and reports loss "
                     "and accuracy."
                 )
-        with self.distribute_strategy.scope():
+        with strategy_scope(self):
             super().compile(optimizer=optimizer, **kwargs)
             self.optimizer.build(self.optimizer_variables())
 
@@ -536,64 +614,128 @@ class Distiller(keras.Model):
         """Every variable the student's optimizer may ever update (built at compile)."""
         return self.trainable_student_side()
 
-    def train_step(self, data):
+    def other_optimizers(self):
+        """Optimizers besides `self.optimizer` that the step updates (the discriminator's)."""
+        return []
+
+    # --- The step -----------------------------------------------------------
+    # Keras calls train_step(data) on TensorFlow and train_step(state, data)
+    # on JAX, where the step is a pure function of the variables' values
+    # (jax_step.py). Both run the same pieces below, in the same order:
+    # teacher, student forward, discriminator updates, objective, gradient,
+    # clipping, update, metrics.
+
+    def train_step(self, *args):
+        if keras.backend.backend() == "jax":
+            from hksan_keras.distillers import jax_step
+
+            return jax_step.train_step(self, *args)
+        return self._tensorflow_train_step(*args)
+
+    def test_step(self, *args):
+        if keras.backend.backend() == "jax":
+            from hksan_keras.distillers import jax_step
+
+            return jax_step.test_step(self, *args)
+        return self.evaluate_batch(*args)
+
+    def teacher_float32(self, images):
+        """`teacher_outputs`, as float32 constants (empty if the method uses no teacher).
+
+        Loss terms are computed in float32 whatever the models' dtype policy
+        (mixed_float16 / mixed_bfloat16 teachers and students are fine).
+        """
+        if not self.USES_TEACHER:
+            return {}
+        return {
+            name: keras.tree.map_structure(lambda t: ops.cast(ops.stop_gradient(t), "float32"), value)
+            for name, value in self.teacher_outputs(images).items()
+        }
+
+    def student_float32(self, images, batch_size):
+        """`student_outputs` in training mode, as float32."""
+        with KeepStateOnEmptyBatch(self.student, batch_size):
+            outputs = self.student_outputs(images, training=True)
+        return keras.tree.map_structure(lambda t: ops.cast(t, "float32"), outputs)
+
+    def regularization(self):
+        """The student's own regularisation losses (weight decay), summed, float32."""
+        if not self.student.losses:
+            return ops.zeros((), "float32")
+        return ops.sum([ops.cast(l, "float32") for l in self.student.losses])
+
+    def objective(self, labels, teacher, student, regularization):
+        """The student side's loss: weighted terms plus regularisation.
+
+        Returns:
+            `(loss, terms)`: the float32 scalar and `loss_terms`' dict.
+        """
+        terms = self.loss_terms(labels, teacher, student)
+        loss = regularization
+        for term, weight in self.term_weights().items():
+            if isinstance(weight, (int, float)) and weight == 0:
+                continue
+            loss = loss + weight * ops.cast(terms[term], "float32")
+        return loss, terms
+
+    @staticmethod
+    def scaled_for_gradient(loss, batch_size, optimizer):
+        """What to differentiate: the loss, as this replica's share, loss-scaled.
+
+        Gradients are summed across replicas: weighting each replica's mean
+        by its share of the global batch makes the update that of the
+        global-batch mean for any split (an empty replica adds 0).
+        """
+        return optimizer.scale_loss(where_examples(batch_size, loss) * replica_share(batch_size))
+
+    def minimize(self, loss_fn, variables, optimizer, batch_size):
+        """One update of `variables` by `optimizer` on the loss `loss_fn()` returns.
+
+        The step's way to train a part besides the student side (the
+        discriminator), on any backend.
+
+        Args:
+            loss_fn: A function of no arguments that reads `variables`
+                and returns a float32 scalar, a mean over this replica's
+                batch.
+            variables: The variables to update; `optimizer` was built on
+                exactly these.
+            optimizer: A built Keras optimizer.
+            batch_size: This replica's number of examples (float32 scalar).
+
+        Returns:
+            The loss, before the update.
+        """
+        if keras.backend.backend() == "jax":
+            from hksan_keras.distillers import jax_step
+
+            return jax_step.minimize(self, loss_fn, variables, optimizer, batch_size)
         import tensorflow as tf
 
-        images, labels = self.unpack_batch(data)
-        # Loss terms are computed in float32 whatever the models' dtype policy
-        # (mixed_float16 / mixed_bfloat16 teachers and students are fine).
-        teacher = (
-            {
-                name: keras.tree.map_structure(
-                    lambda t: ops.cast(ops.stop_gradient(t), "float32"), value
-                )
-                for name, value in self.teacher_outputs(images).items()
-            }
-            if self.USES_TEACHER
-            else {}
-        )
-        variables = self.trainable_student_side()
-        batch_size = ops.cast(ops.shape(images)[0], "float32")
         with tf.GradientTape() as tape:
-            with KeepStateOnEmptyBatch(self.student, batch_size):
-                student = keras.tree.map_structure(
-                    lambda t: ops.cast(t, "float32"),
-                    self.student_outputs(images, training=True),
-                )
-            with tape.stop_recording():
-                discriminator_terms = self.update_discriminator(
-                    labels,
-                    teacher,
-                    keras.tree.map_structure(ops.stop_gradient, student),
-                )
-            terms = self.loss_terms(labels, teacher, student)
-            loss = 0.0
-            for term, weight in self.term_weights().items():
-                if isinstance(weight, (int, float)) and weight == 0:
-                    continue
-                loss = loss + weight * ops.cast(terms[term], "float32")
-            if self.student.losses:
-                loss = loss + ops.sum([ops.cast(l, "float32") for l in self.student.losses])
-            # Gradients are summed across replicas: weighting each replica's
-            # mean by its share of the global batch makes the update that of
-            # the global-batch mean for any split (an empty replica adds 0).
-            scaled_loss = self.optimizer.scale_loss(
-                where_examples(batch_size, loss) * replica_share(batch_size)
-            )
+            loss = loss_fn()
+            scaled_loss = self.scaled_for_gradient(loss, batch_size, optimizer)
         gradients = gradients_of_examples(batch_size, tape.gradient(scaled_loss, variables))
-        if self.global_clipnorm:
-            gradients, gradient_norm = clip_by_global_norm(
-                gradients, self.global_clipnorm, self.optimizer.scale_loss(1.0)
-            )
-            # Under mixed_float16 an overflowed step (skipped by the loss
-            # scale optimizer) has no finite norm: it is not counted.
-            finite = ops.isfinite(gradient_norm)
-            self.gradient_norm_tracker.update_state(
-                ops.where(finite, gradient_norm, 0.0), sample_weight=ops.cast(finite, "float32")
-            )
-        self.optimizer.apply(gradients, variables)
+        optimizer.apply(gradients, variables)
+        return loss
 
-        terms.update(discriminator_terms or {})
+    def clip(self, gradients):
+        """The gradients, clipped to `global_clipnorm` (and the norm recorded), if set."""
+        if not self.global_clipnorm:
+            return gradients
+        gradients, gradient_norm = clip_by_global_norm(
+            gradients, self.global_clipnorm, self.optimizer.scale_loss(1.0)
+        )
+        # Under mixed_float16 an overflowed step (skipped by the loss
+        # scale optimizer) has no finite norm: it is not counted.
+        finite = ops.isfinite(gradient_norm)
+        self.gradient_norm_tracker.update_state(
+            ops.where(finite, gradient_norm, 0.0), sample_weight=ops.cast(finite, "float32")
+        )
+        return gradients
+
+    def record(self, batch_size, loss, terms, labels, logits):
+        """Updates the metrics with the step's values; returns the logs."""
         terms = {
             name: where_examples(batch_size, ops.cast(value, "float32"))
             for name, value in terms.items()
@@ -601,12 +743,32 @@ class Distiller(keras.Model):
         self.loss_tracker.update_state(
             where_examples(batch_size, loss), sample_weight=batch_size
         )
-        self.accuracy_tracker.update_state(class_indices(labels), student["logits"])
+        self.accuracy_tracker.update_state(class_indices(labels), logits)
         for term, value in terms.items():
             self.term_trackers[term].update_state(value, sample_weight=batch_size)
         return _per_replica_report({metric.name: metric.result() for metric in self.metrics})
 
-    def test_step(self, data):
+    def _tensorflow_train_step(self, data):
+        import tensorflow as tf
+
+        images, labels = self.unpack_batch(data)
+        teacher = self.teacher_float32(images)
+        variables = self.trainable_student_side()
+        batch_size = ops.cast(ops.shape(images)[0], "float32")
+        with tf.GradientTape() as tape:
+            student = self.student_float32(images, batch_size)
+            with tape.stop_recording():
+                discriminator_terms = self.update_discriminator(
+                    labels, teacher, keras.tree.map_structure(ops.stop_gradient, student)
+                )
+            loss, terms = self.objective(labels, teacher, student, self.regularization())
+            scaled_loss = self.scaled_for_gradient(loss, batch_size, self.optimizer)
+        gradients = gradients_of_examples(batch_size, tape.gradient(scaled_loss, variables))
+        self.optimizer.apply(self.clip(gradients), variables)
+        return self.record(batch_size, loss, {**terms, **(discriminator_terms or {})}, labels, student["logits"])
+
+    def evaluate_batch(self, data):
+        """The test step's body: the student's label loss and accuracy on a batch."""
         images, labels = self.unpack_batch(data)
         logits = ops.cast(self.student(images, training=False), "float32")
         batch_size = ops.cast(ops.shape(logits)[0], "float32")
@@ -621,6 +783,42 @@ class Distiller(keras.Model):
             "loss": _global_result(self.loss_tracker),
             "accuracy": _global_result(self.accuracy_tracker),
         })
+
+    # --- The JAX trainer's state also carries `other_optimizers()` ----------
+    # Keras's JAX trainer passes (trainable, non-trainable, optimizer,
+    # metrics) values through its jitted step and writes them back; the
+    # other optimizers' variables ride at the end of the optimizer list.
+
+    def _other_optimizer_variables(self):
+        return [v for optimizer in self.other_optimizers() for v in optimizer.variables]
+
+    def _get_jax_state(self, trainable_variables=False, non_trainable_variables=False,
+                       optimizer_variables=False, metrics_variables=False, purge_model_variables=False):
+        state = super()._get_jax_state(
+            trainable_variables=trainable_variables, non_trainable_variables=non_trainable_variables,
+            optimizer_variables=optimizer_variables, metrics_variables=metrics_variables,
+            purge_model_variables=purge_model_variables)
+        if optimizer_variables and self._other_optimizer_variables():
+            state = list(state)
+            position = int(trainable_variables) + int(non_trainable_variables)
+            state[position] = list(state[position]) + [v.value for v in self._other_optimizer_variables()]
+            state = tuple(state)
+        return state
+
+    def jax_state_sync(self):
+        state = getattr(self, "_jax_state", None)
+        if state and not self._jax_state_synced and state.get("optimizer_variables"):
+            own = len(self.optimizer.variables)
+            values = list(state["optimizer_variables"])
+            for variable, value in zip(self._other_optimizer_variables(), values[own:]):
+                variable.assign(value)
+            state["optimizer_variables"] = values[:own]
+        super().jax_state_sync()
+
+    def _get_state_sharding_spec(self):
+        trainable, non_trainable, optimizer, metrics = super()._get_state_sharding_spec()
+        optimizer = list(optimizer) + [v.value.sharding for v in self._other_optimizer_variables()]
+        return trainable, non_trainable, optimizer, metrics
 
     def export_student(
         self,

@@ -6,17 +6,8 @@ import keras
 from keras import ops
 
 from hksan_keras import losses
-from hksan_keras.distillers.base import Distiller, StageDistiller, cross_replica_mean, num_replicas
+from hksan_keras.distillers.base import Distiller, StageDistiller, after, all_replicas, cross_replica_mean
 from hksan_keras.options import Option
-
-
-def _all_replicas(value):
-    """`value` from every replica, concatenated along axis 0 (itself on one device)."""
-    if num_replicas() == 1:
-        return value
-    import tensorflow as tf
-
-    return tf.distribute.get_replica_context().all_gather(value, axis=0)
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -170,8 +161,6 @@ class CRDDistiller(StageDistiller):
         return ops.take_along_axis(candidates, positions, axis=1)
 
     def loss_terms(self, labels, teacher, student):
-        import tensorflow as tf
-
         terms = super().loss_terms(labels, teacher, student)
         index = self._batch_index
         if index is None:
@@ -197,24 +186,23 @@ class CRDDistiller(StageDistiller):
             cross_replica_mean(ops.mean(student_scores), batch_size),
             cross_replica_mean(ops.mean(teacher_scores), batch_size),
         ]) * self.num_examples)
-        normalizers = ops.where(self.normalizers < 0, first, self.normalizers)
+        normalizers = ops.where(self.normalizers.value < 0, first, self.normalizers.value)
         terms["crd_loss"] = (losses.contrastive_nce_loss(student_scores / normalizers[0], self.num_examples)
                              + losses.contrastive_nce_loss(teacher_scores / normalizers[1], self.num_examples))
         # The banks move after the scores are taken, with every replica's
         # examples on every replica.
-        with tf.control_dependencies([terms["crd_loss"]]):
-            all_index = _all_replicas(index)[:, None]
-            updates = []
-            for memory, vector in ((self.student_memory, student_vector), (self.teacher_memory, teacher_vector)):
-                vectors = _all_replicas(ops.stop_gradient(vector))
-                moved = losses.l2_normalize(self.momentum * ops.take(memory, all_index[:, 0], axis=0)
-                                      + (1.0 - self.momentum) * vectors)
-                updates.append(memory.assign(tf.tensor_scatter_nd_update(memory.value, all_index, moved)))
-            updates.append(self.memory_classes.assign(tf.tensor_scatter_nd_update(
-                self.memory_classes.value, all_index, ops.cast(_all_replicas(classes), "float32"))))
-            updates.append(self.normalizers.assign(normalizers))
-        with tf.control_dependencies(updates):
-            terms["crd_loss"] = tf.identity(terms["crd_loss"])
+        loss = terms["crd_loss"]
+        all_index = all_replicas(index)[:, None]
+        updates = []
+        for memory, vector in ((self.student_memory, student_vector), (self.teacher_memory, teacher_vector)):
+            vectors = all_replicas(ops.stop_gradient(vector))
+            moved = losses.l2_normalize(self.momentum * ops.take(memory, all_index[:, 0], axis=0)
+                                        + (1.0 - self.momentum) * vectors)
+            updates.append(memory.assign(ops.scatter_update(after(memory.value, [loss]), all_index, moved)))
+        updates.append(self.memory_classes.assign(ops.scatter_update(
+            after(self.memory_classes.value, [loss]), all_index, ops.cast(all_replicas(classes), "float32"))))
+        updates.append(self.normalizers.assign(after(normalizers, [loss])))
+        terms["crd_loss"] = after(loss, updates)
         return terms
 
     def term_weights(self):

@@ -1,0 +1,99 @@
+"""A few training steps of every distiller on one Keras backend, from given weights.
+
+Run by test_jax.py in a fresh process (the backend is chosen at import):
+
+    KERAS_BACKEND=tensorflow python backend_steps.py OUTPUT.npz [--methods=a,b] [--devices=N]
+    KERAS_BACKEND=jax python backend_steps.py OUTPUT.npz --init=INIT.npz [--devices=N]
+
+Without --init, each distiller keeps the weights it was built with, and
+OUTPUT.npz holds them as "<method>/init/<i>"; with --init it starts from
+those. Either way OUTPUT.npz holds the weights after 4 steps (32 images,
+batches of 8, SGD with momentum; the discriminators' Adam) as
+"<method>/final/<i>", and the last step's logs as "<method>/logs/<name>".
+
+The random parts are fixed so that both backends draw the same: the
+discriminator's perturbation dropout is off, and CRD's negatives are the
+next K examples of other classes rather than a random draw (TensorFlow and
+JAX have different random number generators).
+
+--devices=N (JAX): N host devices (XLA_FLAGS) and
+keras.distribution.DataParallel over them. --eager=1 compiles with
+run_eagerly=True.
+"""
+
+import os
+import sys
+
+args = dict(a.removeprefix("--").split("=", 1) for a in sys.argv[2:])
+output_path = sys.argv[1]
+devices = int(args.get("devices", 1))
+if devices > 1:
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+import hksan_keras  # noqa: E402
+from hksan_keras.distillers import METHODS  # noqa: E402
+from hksan_keras.distillers.crd import CRDDistiller  # noqa: E402
+
+if devices > 1:
+    keras.distribution.set_distribution(keras.distribution.DataParallel())
+
+NUM_EXAMPLES = 32
+
+
+def fixed_negatives(self, index, classes):
+    # The next examples (cyclically) whose class differs from the anchor's.
+    offsets = ops.arange(1, NUM_EXAMPLES, dtype="int32")
+    candidates = (ops.cast(index, "int32")[:, None] + offsets[None, :]) % NUM_EXAMPLES
+    other = ops.take(self.memory_classes, candidates) != ops.cast(classes, "float32")[:, None]
+    keys = ops.cast(other, "float32") * 1000.0 - ops.cast(offsets, "float32")[None, :]
+    _, positions = ops.top_k(keys, self.num_negatives)
+    return ops.take_along_axis(candidates, positions, axis=1)
+
+
+CRDDistiller._negatives = fixed_negatives
+
+
+def tiny_resnet(widths, seed, name):
+    keras.utils.set_random_seed(seed)
+    return hksan_keras.models.cifar_resnet(8, num_classes=10, stem_width=widths[0], stage_widths=widths,
+                                           input_shape=(16, 16, 3), name=name)
+
+
+def build(method):
+    teacher = tiny_resnet((8, 16, 24), 1, "teacher")
+    student = tiny_resnet((8, 16, 24) if method == "fsp" else (4, 8, 12), 2, "student")
+    kwargs = {"fsp": {"init_steps": 2}, "crd": {"num_examples": NUM_EXAMPLES, "num_negatives": 8}}.get(method, {})
+    if method in ("hksan", "anc", "xu"):
+        kwargs["discriminator"] = {"perturbation_rate": 0.0}
+    distiller = METHODS[method](teacher, student, **kwargs)
+    compile_kwargs = {"d_optimizer": keras.optimizers.Adam(1e-3, beta_1=0.5, epsilon=1e-3)} if method in ("hksan", "anc", "xu") else {}
+    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                      run_eagerly=args.get("eager") == "1", **compile_kwargs)
+    return distiller
+
+
+rng = np.random.default_rng(0)
+images = rng.normal(size=(NUM_EXAMPLES, 16, 16, 3)).astype("float32")
+labels = rng.integers(0, 10, size=(NUM_EXAMPLES,))
+init = np.load(args["init"]) if "init" in args else None
+methods = args["methods"].split(",") if "methods" in args else list(METHODS)
+saved = {}
+for method in methods:
+    distiller = build(method)
+    if init is not None:
+        distiller.set_weights([init[f"{method}/init/{i}"] for i in range(len(distiller.weights))])
+    else:
+        saved.update({f"{method}/init/{i}": np.asarray(w) for i, w in enumerate(distiller.get_weights())})
+    x = {"images": images, "index": np.arange(NUM_EXAMPLES)} if method == "crd" else images
+    history = distiller.fit(x, labels, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    saved.update({f"{method}/final/{i}": np.asarray(w) for i, w in enumerate(distiller.get_weights())})
+    saved.update({f"{method}/logs/{name}": np.float32(values[-1]) for name, values in history.history.items()})
+    if keras.backend.backend() == "jax":
+        # The devices that hold the student's weights after training.
+        saved[f"{method}/devices"] = len(distiller.student.weights[0].value.sharding.device_set)
+    print(method, "done", flush=True)
+np.savez(output_path, **saved)
