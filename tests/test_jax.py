@@ -60,7 +60,7 @@ def test_every_distiller_takes_the_same_steps_on_jax_as_on_tensorflow(tensorflow
     from hksan_keras.distillers import METHODS
 
     init, tensorflow_steps = tensorflow_steps
-    jax_steps = run_steps("jax", tmp_path / "jax.npz", f"--init={init}")
+    jax_steps = run_steps("jax", tmp_path / "jax.npz", f"--init={init}", f"--student_dir={tmp_path}")
     methods = sorted({k.split("/")[0] for k in jax_steps.files})
     assert methods == sorted(METHODS)
     # Measured: every weight within 1e-5 + 0.5 % of its own 4-step update
@@ -68,6 +68,17 @@ def test_every_distiller_takes_the_same_steps_on_jax_as_on_tensorflow(tensorflow
     # gradient is 0 in exact arithmetic (a bias in front of a batch
     # normalisation) moves by float noise only, within the 1e-5.
     assert_same_steps(tensorflow_steps, jax_steps, methods, (1e-5, 5e-3))
+
+    # A student trained on JAX loads on TensorFlow (this process) and
+    # predicts the same; from there it exports.
+    import keras
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(32, 16, 16, 3)).astype("float32")
+    for method in ("hksan", "crd"):
+        student = keras.saving.load_model(tmp_path / f"{method}.keras")
+        np.testing.assert_allclose(student.predict(images, verbose=0), jax_steps[f"{method}/predictions"],
+                                   atol=1e-5)
 
 
 def test_data_parallel_on_two_devices_takes_the_same_steps_as_one(tensorflow_steps, tmp_path):

@@ -18,7 +18,8 @@ JAX have different random number generators).
 
 --devices=N (JAX): N host devices (XLA_FLAGS) and
 keras.distribution.DataParallel over them. --eager=1 compiles with
-run_eagerly=True.
+run_eagerly=True. --student_dir=DIR saves each student as DIR/<method>.keras,
+and its predictions on the images as "<method>/predictions".
 """
 
 import os
@@ -92,6 +93,9 @@ for method in methods:
     history = distiller.fit(x, labels, batch_size=8, epochs=1, shuffle=False, verbose=0)
     saved.update({f"{method}/final/{i}": np.asarray(w) for i, w in enumerate(distiller.get_weights())})
     saved.update({f"{method}/logs/{name}": np.float32(values[-1]) for name, values in history.history.items()})
+    if "student_dir" in args:
+        distiller.student.save(os.path.join(args["student_dir"], f"{method}.keras"))
+        saved[f"{method}/predictions"] = np.asarray(distiller.student.predict(images, verbose=0))
     if keras.backend.backend() == "jax":
         # The devices that hold the student's weights after training.
         saved[f"{method}/devices"] = len(distiller.student.weights[0].value.sharding.device_set)
