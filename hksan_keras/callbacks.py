@@ -134,6 +134,11 @@ class DivergenceGuard(keras.callbacks.Callback):
         self._epoch = 0
         self._history = []
 
+    def on_train_begin(self, logs=None):
+        # Read once: on JAX every read of `self.model` writes the whole
+        # training state back to the variables.
+        self._terms = tuple(getattr(self.model, "LOSS_TERMS", ()))
+
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._means = None  # running means after the previous batch
@@ -187,12 +192,11 @@ class DivergenceGuard(keras.callbacks.Callback):
                 for name, value in values.items()
             }
             self._means = values
-            terms = set(getattr(self.model, "LOSS_TERMS", ()))
-            self._batches.append((batch, {t: v for t, v in own.items() if t in terms}))
+            self._batches.append((batch, {t: v for t, v in own.items() if t in self._terms}))
             return
         # An infinite term is the cause and a NaN its consequence when they
         # show in the same step; otherwise the method's own order.
-        order = list(getattr(self.model, "LOSS_TERMS", ())) + ["loss"]
+        order = list(self._terms) + ["loss"]
         bad.sort(key=lambda name: (
             not math.isinf(values[name]),
             order.index(name) if name in order else len(order),

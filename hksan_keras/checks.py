@@ -168,6 +168,39 @@ def check_batch(images, labels, num_classes, image_shape):
         )
 
 
+class MissingDependencyError(ImportError):
+    """A Python module that a step needs is not installed; the message names the pip command."""
+
+
+def require(module, purpose):
+    """Imports `module` (TensorFlow or TFDS), or says in one line what needs it.
+
+    The distillers train on JAX without TensorFlow; the data pipelines,
+    TFDS, export, the report and the command line need it.
+
+    Args:
+        module: The module's import name, e.g. "tensorflow".
+        purpose: What needs it, e.g. "hksan_keras.data".
+
+    Returns:
+        The module.
+
+    Raises:
+        MissingDependencyError: It cannot be imported; the message names
+            `purpose`, the module and how to install it.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"{purpose} needs {module}, which cannot be imported ({error}). Install it "
+            "(pip install tensorflow tensorflow-datasets); without it the distillers still "
+            "train on JAX from numpy arrays or a keras.utils.PyDataset."
+        ) from None
+
+
 def _images(x):
     # Batches of CRD carry {"images": ..., "index": ...}.
     return x["images"] if isinstance(x, dict) and "images" in x else x
@@ -189,9 +222,11 @@ def first_batch(x, y=None, batch_size=None):
     Raises:
         ValueError: The dataset holds no batch at all.
     """
-    import tensorflow as tf
-
-    if isinstance(x, tf.data.Dataset):
+    try:
+        import tensorflow as tf
+    except ImportError:  # JAX without TensorFlow: no tf.data either.
+        tf = None
+    if tf is not None and isinstance(x, tf.data.Dataset):
         for element in x.take(1):
             if not isinstance(element, (tuple, list)) or len(element) < 2:
                 raise ValueError(

@@ -12,7 +12,7 @@ from absl import app, flags, logging
 from hksan_keras import experiment, export, report, visualize
 from hksan_keras.callbacks import DivergenceError
 from hksan_keras.config import ConfigError, resolve_config
-from hksan_keras.data import MissingDependencyError
+from hksan_keras.checks import MissingDependencyError
 from hksan_keras.distillers import METHODS
 
 FLAGS = flags.FLAGS

@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from hksan_keras.checks import MissingDependencyError, require
+
 CIFAR_STATS = {
     "cifar10": ((125.31, 122.95, 113.87), (62.99, 62.09, 66.70)),
     "cifar100": ((129.30, 124.07, 112.43), (68.17, 65.39, 70.42)),
@@ -41,7 +43,7 @@ def resolve_data_dir(data_dir=None):
 
 def _random_seeds(seed):
     """An endless dataset of stateless seeds, new ones every epoch."""
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.data")
 
     return tf.data.Dataset.random(
         seed=seed, rerandomize_each_iteration=True
@@ -49,7 +51,7 @@ def _random_seeds(seed):
 
 
 def _cifar_augment(image, label, seed):
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.data")
 
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
     image = tf.image.pad_to_bounding_box(image, 4, 4, 40, 40)
@@ -64,7 +66,7 @@ def _resized_crop_augment(image_size, encoded=False):
     A JPEG is decoded only inside the crop window (`decode_and_crop_jpeg`):
     an ImageNet image is decoded at a fraction of its size.
     """
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.data")
 
     def augment(image, label, seed):
         seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
@@ -107,7 +109,7 @@ def center_crop(images, image_size):
     Returns:
         Float images of spatial size (image_size, image_size).
     """
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.data")
 
     spatial = tf.shape(images)[-3:-1]
     shape = tf.cast(spatial, tf.float32)
@@ -117,7 +119,7 @@ def center_crop(images, image_size):
 
 
 def _center_crop(image_size, encoded=False):
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.data")
 
     def crop(image, label):
         if encoded:
@@ -137,7 +139,7 @@ def center_square_then_resize(images, image_size):
     of any size in, float images of spatial size (image_size, image_size)
     out.
     """
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.data")
 
     spatial = tf.shape(images)[-3:-1]
     side = tf.reduce_min(spatial)
@@ -155,7 +157,7 @@ def resize_raw(images, preprocessing):
     Returns:
         Float32 images (unchanged in size when the spec's resize is "none").
     """
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.data")
 
     images = tf.cast(images, tf.float32)
     if preprocessing["resize"] == "shorter_side_then_center_crop":
@@ -238,7 +240,7 @@ def make_pipeline(
     Returns:
         A batched, prefetched `tf.data.Dataset`.
     """
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.data")
 
     autotune = tf.data.AUTOTUNE
     mean, std = (tf.constant(v, tf.float32) for v in stats)
@@ -278,13 +280,9 @@ def make_pipeline(
     return dataset.batch(batch_size).prefetch(autotune)
 
 
-class MissingDependencyError(ImportError):
-    """A Python module that a step needs is not installed; the message names the pip command."""
-
-
 def prepared_builder(name, data_dir, manual_dir=None, download=True):
     """A TFDS builder whose data is prepared, downloading it first if allowed."""
-    import tensorflow_datasets as tfds
+    tfds = require("tensorflow_datasets", "hksan_keras.data")
 
     builder = tfds.builder(name, data_dir=resolve_data_dir(data_dir))
     if builder.is_prepared():
@@ -373,7 +371,7 @@ def tfds_dataset(
     >>> train = tfds_dataset("cifar10", "train", training=True,
     ...                      data_dir="../shared/data/tensorflow_datasets")
     """
-    import tensorflow_datasets as tfds
+    tfds = require("tensorflow_datasets", "hksan_keras.data")
 
     builder = prepared_builder(name, data_dir, manual_dir, download)
     # ImageNet: files read in shuffled order when training, JPEGs decoded in
@@ -454,7 +452,7 @@ def array_dataset(images, labels, batch_size=128, training=False, seed=None, sta
 
     >>> train = array_dataset(x_train, y_train, training=True, seed=0)
     """
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.data")
 
     images = np.asarray(images)
     labels = np.asarray(labels).reshape(-1)
@@ -528,7 +526,7 @@ def folder_dataset(directory, batch_size=64, training=False, image_size=224, see
 
 def num_examples(name, split, data_dir=None, take=None):
     """How many examples a TFDS split holds (capped by `take`)."""
-    import tensorflow_datasets as tfds
+    tfds = require("tensorflow_datasets", "hksan_keras.data")
 
     builder = tfds.builder(name, data_dir=resolve_data_dir(data_dir))
     count = builder.info.splits[split].num_examples
@@ -537,7 +535,7 @@ def num_examples(name, split, data_dir=None, take=None):
 
 def num_classes(name, data_dir=None):
     """How many classes a TFDS dataset's `label` feature has."""
-    import tensorflow_datasets as tfds
+    tfds = require("tensorflow_datasets", "hksan_keras.data")
 
     builder = tfds.builder(name, data_dir=resolve_data_dir(data_dir))
     return builder.info.features["label"].num_classes
@@ -643,8 +641,8 @@ def raw_test_images(config):
     Returns:
         `(images, labels)` numpy arrays.
     """
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
+    tf = require("tensorflow", "hksan_keras.data")
+    tfds = require("tensorflow_datasets", "hksan_keras.data")
 
     spec = config["data"]
     builder = prepared_builder(spec["dataset"], spec["data_dir"], spec["manual_dir"],

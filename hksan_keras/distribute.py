@@ -12,6 +12,8 @@ import os
 import shutil
 import tempfile
 
+from hksan_keras.checks import require
+
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
@@ -35,7 +37,7 @@ def make_strategy(name="default"):
     >>> with strategy.scope():
     ...     distiller = HKSANDistiller(teacher, student); distiller.compile(...)
     """
-    import tensorflow as tf
+    tf = require("tensorflow", "tf.distribute strategies (hksan_keras.distribute)")
 
     if name == "default":
         return tf.distribute.get_strategy()

@@ -14,6 +14,7 @@ import tempfile
 import numpy as np
 
 from hksan_keras.taps import image_shape
+from hksan_keras.checks import require
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 
@@ -61,7 +62,7 @@ def raw_to_model_input(images, preprocessing):
     Returns:
         Float32 images, resized as the spec says and normalised per channel.
     """
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.export")
 
     from hksan_keras import data
 
@@ -114,7 +115,7 @@ def export_saved_model(model, path, preprocessing=None):
     >>> served.signatures["serving_default"](images=uint8_images)["class_ids"]
     """
     import keras
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.export")
 
     _refuse_existing(path)
     _check_spec(model, preprocessing)
@@ -195,7 +196,7 @@ def export_tflite(model, path, preprocessing=None, quantization="float32",
     ...               quantization="int8", representative_data=train_ds)
     """
     import keras
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.export")
 
     _refuse_existing(path)
     _check_spec(model, preprocessing)
@@ -233,7 +234,7 @@ def export_tflite(model, path, preprocessing=None, quantization="float32",
 
 def _convert(converter, quantization, integer, representative_data, preprocessing,
              representative_batches):
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.export")
 
     if quantization in ("float16", "dynamic", "int8"):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -278,7 +279,7 @@ def tflite_predict(path, images):
     Returns:
         Float probabilities (N, classes) (dequantised for an int8 model).
     """
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.export")
 
     interpreter = tf.lite.Interpreter(model_path=path)
     interpreter.allocate_tensors()

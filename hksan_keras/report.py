@@ -17,6 +17,7 @@ import numpy as np
 from hksan_keras.build import check_model_fits
 from hksan_keras.data import config_preprocessing, load_data, raw_test_images
 from hksan_keras.runs import load_student, teacher_path
+from hksan_keras.checks import require
 
 
 def count_macs(model):
@@ -81,7 +82,7 @@ def _median_latency_ms(run_one, image, runs):
 
 
 def _saved_model_row(name, model, path, raw_images, labels, latency_runs):
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.report")
 
     serve = tf.saved_model.load(path).signatures["serving_default"]
     predictions = []
@@ -107,7 +108,7 @@ def _row(name, model, path, accuracy, latency_ms):
 
 
 def _tflite_row(name, model, path, raw_images, labels, latency_runs):
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.report")
 
     from hksan_keras.export import quantize_input, tflite_predict
 

@@ -16,6 +16,7 @@ from hksan_keras.callbacks import read_metrics
 from hksan_keras.config import ConfigError
 from hksan_keras.data import config_preprocessing, load_data
 from hksan_keras.distillers import HKSANDistiller
+from hksan_keras.checks import require
 
 
 def _heat(values):
@@ -60,7 +61,7 @@ def attention_grid(distiller, images, preprocessing=None, scale=2):
 
     >>> grid = attention_grid(distiller, test_images[:8], test_ds.preprocessing)
     """
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.visualize")
 
     squeezed = distiller.squeeze(images)
     pictures = displayable(images, preprocessing).astype("float32") / 255.0
@@ -83,7 +84,7 @@ def attention_grid(distiller, images, preprocessing=None, scale=2):
 
 def write_png(picture, path):
     """Writes a uint8 (H, W, 3) array as a PNG file."""
-    import tensorflow as tf
+    tf = require("tensorflow", "hksan_keras.visualize")
 
     tf.io.write_file(path, tf.io.encode_png(picture))
     return path
@@ -121,7 +122,7 @@ class AttentionImages(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_n_epochs:
             return
-        import tensorflow as tf
+        tf = require("tensorflow", "hksan_keras.visualize")
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "attention"))

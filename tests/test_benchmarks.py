@@ -58,7 +58,7 @@ def test_throughput_benchmark_measures_every_method_and_writes_ratios(tmp_path):
     command = [sys.executable, os.path.join("benchmarks", "throughput.py"),
                "--pairs=resnet8:resnet8_narrow", "--modes=float32",
                "--methods=student,keras_kd,kd,hksan,hksan_no_adversarial",
-               "--batch_size=8", "--warmup_steps=1", "--steps=1", "--repeats=1",
+               "--batch_sizes=8", "--warmup_steps=1", "--steps=1", "--repeats=1",
                f"--output={output}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
                             env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
@@ -71,7 +71,7 @@ def test_throughput_benchmark_measures_every_method_and_writes_ratios(tmp_path):
     assert hksan["ratio_to_keras_kd"] == rows["keras_kd"]["window_seconds"][0] / hksan["window_seconds"][0]
     for row in rows.values():
         assert row["images_per_second"] > 0 and row["peak_memory_mib"] > 0
-    assert "| resnet8 -> resnet8_narrow | float32 | hksan |" in (tmp_path / "throughput.md").read_text()
+    assert "| resnet8 -> resnet8_narrow | 8 | float32 | hksan |" in (tmp_path / "throughput.md").read_text()
     # The tables can be made again from the stored windows, measuring nothing.
     again = tmp_path / "again"
     subprocess.run([sys.executable, os.path.join("benchmarks", "throughput.py"),

@@ -1,10 +1,11 @@
 """The distillers on the JAX backend: the same steps as on TensorFlow, and data parallel.
 
 Each backend runs in its own process (Keras picks its backend at import):
-tests/helpers/backend_steps.py trains every distiller 4 steps from the
+tests/helpers/backend_steps.py trains every distiller 8 steps from the
 same weights on the same batches (the random parts fixed, see there).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -32,26 +33,41 @@ def run_steps(backend, output, *flags):
 
 
 def assert_same_steps(reference, other, methods, tolerance):
-    """Each weight of `other` equals `reference` within atol + rtol * (its update's size)."""
+    """Each weight of `other` equals `reference`: the L2 norm of their difference
+    is within atol * sqrt(size) + rtol * the L2 norm of the weight's update.
+
+    The same for the discriminator optimizer's variables (rtol times their
+    own norm), and the last epoch's loss and `evaluate`'s within 1e-4.
+    """
     atol, rtol = tolerance
+
+    def close(got, expected, scale, what):
+        difference = np.linalg.norm(got - expected)
+        assert difference <= atol * np.sqrt(expected.size) + rtol * scale, (
+            f"{what}: |difference| {difference:.3g}, scale {scale:.3g}")
+
     for method in methods:
+        for key in [k for k in reference.files if k.startswith(f"{method}/d_optimizer/")]:
+            expected = reference[key].astype("float64")
+            close(other[key].astype("float64"), expected, np.linalg.norm(expected), key)
         count = len([k for k in reference.files if k.startswith(f"{method}/final/")])
         moved = 0
         for i in range(count):
             start = reference[f"{method}/init/{i}"].astype("float64")
             expected = reference[f"{method}/final/{i}"].astype("float64")
-            got = other[f"{method}/final/{i}"].astype("float64")
-            update = np.max(np.abs(expected - start)) if start.size else 0.0
+            update = np.linalg.norm(expected - start)
             moved += update > 0
-            np.testing.assert_array_less(np.abs(got - expected), atol + rtol * update + 1e-12,
-                                         err_msg=f"{method}: weight {i} of shape {expected.shape}")
+            close(other[f"{method}/final/{i}"].astype("float64"), expected, update,
+                  f"{method}: weight {i} of shape {expected.shape}")
         assert moved > 0, method
-        np.testing.assert_allclose(other[f"{method}/logs/loss"], reference[f"{method}/logs/loss"], rtol=1e-4)
+        for key in (f"{method}/logs/loss", f"{method}/evaluate/loss"):
+            if key in reference:
+                np.testing.assert_allclose(other[key], reference[key], rtol=1e-4, err_msg=key)
 
 
 @pytest.fixture(scope="module")
 def tensorflow_steps(tmp_path_factory):
-    """(path, contents) of every distiller's 4 steps on TensorFlow, and their initial weights."""
+    """(path, contents) of every distiller's 8 steps on TensorFlow, and their initial weights."""
     path = tmp_path_factory.mktemp("tensorflow") / "steps.npz"
     return path, run_steps("tensorflow", path)
 
@@ -62,12 +78,17 @@ def test_every_distiller_takes_the_same_steps_on_jax_as_on_tensorflow(tensorflow
     init, tensorflow_steps = tensorflow_steps
     jax_steps = run_steps("jax", tmp_path / "jax.npz", f"--init={init}", f"--student_dir={tmp_path}")
     methods = sorted({k.split("/")[0] for k in jax_steps.files})
-    assert methods == sorted(METHODS)
-    # Measured: every weight within 1e-5 + 0.5 % of its own 4-step update
-    # (DIST's large first steps come closest: 0.12 %); a weight whose
+    assert methods == sorted([*METHODS, "kd_clipped", "hksan_perturbed"])
+    # HKSAN's perturbation masks are each backend's own random numbers:
+    # it trains, without a reference.
+    methods.remove("hksan_perturbed")
+    assert np.isfinite(jax_steps["hksan_perturbed/logs/loss"])
+    assert jax_steps["hksan_perturbed/logs/gradient_norm"] > 0
+    # Measured: every weight's difference within 1e-5 per entry + 0.31 % of
+    # its own 8-step update (L2 norms; AT comes closest). A weight whose
     # gradient is 0 in exact arithmetic (a bias in front of a batch
     # normalisation) moves by float noise only, within the 1e-5.
-    assert_same_steps(tensorflow_steps, jax_steps, methods, (1e-5, 5e-3))
+    assert_same_steps(tensorflow_steps, jax_steps, methods, (1e-5, 1e-2))
 
     # A student trained on JAX loads on TensorFlow (this process) and
     # predicts the same; from there it exports.
@@ -86,9 +107,10 @@ def test_data_parallel_on_two_devices_takes_the_same_steps_as_one(tensorflow_ste
     # of 8 split 4 + 4; BatchNorm's statistics are those of the global
     # batch under jit, as on one device.
     init, tensorflow_steps = tensorflow_steps
-    methods = ["kd", "hksan", "crd", "reviewkd"]
+    methods = ["kd", "hksan", "crd"]
     parallel = run_steps("jax", tmp_path / "parallel.npz", f"--init={init}", "--devices=2",
                          f"--methods={','.join(methods)}")
     for method in methods:
         assert parallel[f"{method}/devices"] == 2
-    assert_same_steps(tensorflow_steps, parallel, methods, (1e-5, 5e-3))
+    assert_same_steps(tensorflow_steps, parallel, methods, (1e-5, 1e-2))
+

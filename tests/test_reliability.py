@@ -147,6 +147,7 @@ def test_the_divergence_message_names_the_term_that_ran_away_first():
 
     guard = DivergenceGuard()
     guard.set_model(Model())
+    guard.on_train_begin()
     guard.on_epoch_begin(0)
     # Each batch's own values; the logs hold running means over the epoch.
     own = [{"label_loss": 2.0, "logit_loss": 0.1, "squeeze_loss": 10.0},   # objective 6

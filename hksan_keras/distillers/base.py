@@ -601,7 +601,12 @@ class Distiller(keras.Model):
         return {"label_loss": self.label_weight}
 
     def update_discriminator(self, labels, teacher, student):
-        """Adversarial methods update their discriminator here; None otherwise."""
+        """Adversarial methods update their discriminator here; None otherwise.
+
+        The updates go through `minimize`, which is what reads and writes
+        variables on every backend (on JAX, the variables are read and
+        written only inside it); returns the terms to report.
+        """
         return None
 
     # --- Shared machinery ---------------------------------------------------

@@ -45,8 +45,11 @@ class _Values:
         """A StatelessScope with every variable at its current value, `overrides` first."""
         mapping = dict(self.current)
         mapping.update((id(variable), value) for variable, value in overrides)
+        # collect_losses: the losses layers add in call (activity
+        # regularisers, add_loss) reach `model.losses` inside the scope.
         return keras.StatelessScope(
-            state_mapping=[(self.variables[key], value) for key, value in mapping.items()]
+            state_mapping=[(self.variables[key], value) for key, value in mapping.items()],
+            collect_losses=True,
         )
 
     def read(self, variables):
