@@ -235,10 +235,9 @@ def main():
 
         version = tf.__version__
         devices = [d.device_type for d in tf.config.list_physical_devices() if d.device_type != "CPU"]
-    hardware = args.hardware or (
-        f"{os.cpu_count()} CPU cores, {backend} on "
-        + (", ".join(sorted(set(devices))) if any(d.lower() != "cpu" for d in devices) else "the CPU")
-    )
+    accelerators = sorted({d for d in devices if d.lower() != "cpu"})
+    hardware = args.hardware or (f"{os.cpu_count()} CPU cores"
+                                 + (f", {', '.join(accelerators)}" if accelerators else ", no accelerator"))
 
     StepTimer = step_timer_class()  # noqa: N806 - a class
     SameBatch = same_batch_class()  # noqa: N806 - a class

@@ -49,10 +49,10 @@ def test_without_tensorflow_the_distillers_train_on_jax_and_the_rest_says_what_i
     # The throughput benchmark runs there too (as on a GPU machine with JAX only).
     output = tmp_path / "throughput"
     bench = run_without_tensorflow(tmp_path, "--script=benchmarks/throughput.py", "--pairs=resnet8:resnet8_narrow",
-                                   "--modes=mixed_bfloat16", "--methods=keras_kd,hksan",
+                                   "--modes=mixed_bfloat16", "--methods=hksan",
                                    "--batch_sizes=8", "--warmup_steps=1", "--steps=1", "--repeats=1",
                                    f"--output={output}")
     assert bench.returncode == 0, bench.stderr[-3000:]
     rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
-    assert {(row["method"], row["mode"]) for row in rows} == {("keras_kd", "mixed_bfloat16"), ("hksan", "mixed_bfloat16")}
+    assert [(row["method"], row["mode"]) for row in rows] == [("hksan", "mixed_bfloat16")]
     assert all(row["images_per_second"] > 0 for row in rows)
