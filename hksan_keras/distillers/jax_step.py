@@ -71,6 +71,13 @@ class _Values:
 
 def _stateless_update(values, optimizer, built_variables, variables, gradients):
     """`optimizer` applies `gradients` (of `variables`) to `values`, statelessly."""
+    # stateless_apply matches values to the optimizer's variables by position.
+    known = getattr(optimizer, "_trainable_variables", None)
+    if known is not None and [id(v) for v in known] != [id(v) for v in built_variables]:
+        raise ValueError(
+            f"{type(optimizer).__name__} was built on other variables than the distiller trains "
+            "now (a layer's trainable flag changed after compile?); compile the distiller again."
+        )
     by_variable = {id(v): g for v, g in zip(variables, gradients)}
     # stateless_apply takes the gradients of every variable the optimizer
     # was built on, in that order; those not trained this step get None.
@@ -93,9 +100,10 @@ def train_step(distiller, state, data):
         distiller.metrics_variables,
     )
     values = _Values(distiller, groups, state)
-    with values.scope():
+    with values.scope() as scope:
         images, labels = distiller.unpack_batch(data)
         teacher = distiller.teacher_float32(images)
+    values.set(values.changes(scope))
     batch_size = ops.cast(ops.shape(images)[0], "float32")
     side = distiller.trainable_student_side()
 
