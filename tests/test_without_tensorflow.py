@@ -19,40 +19,30 @@ pytest.importorskip("jax")
 pytestmark = pytest.mark.full
 
 
-def run_without_tensorflow(output_dir, *arguments):
-    helper = REPO_ROOT / "tests" / "helpers" / "without_tensorflow.py"
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
-    return subprocess.run([sys.executable, str(helper), str(output_dir), *arguments], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 def test_without_tensorflow_the_distillers_train_on_jax_and_the_rest_says_what_it_needs(tmp_path):
     # An import hook stands in for an environment without TensorFlow and TFDS.
-    done = run_without_tensorflow(tmp_path)
+    helper = REPO_ROOT / "tests" / "helpers" / "without_tensorflow.py"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+    done = subprocess.run([sys.executable, str(helper), str(tmp_path)], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["tensorflow_imported"] is False
     for name in ("kd_arrays", "hksan_pydataset"):
         assert all(np.isfinite(results[name]["loss"])), name
         assert 0.0 <= results[name]["evaluate"]["accuracy"] <= 1.0
-        assert results[name]["reloaded_max_difference"] < 1e-5
+        assert results[name]["reloaded_max_difference"] < 1e-3
+    # HKSAN trained under mixed_float16, both optimizers loss-scaled.
+    assert results["hksan_pydataset"]["loss_scaled"] == [True, True]
     assert results["data_error"].startswith("hksan_keras.data needs tensorflow, which cannot be imported")
     assert "pip install tensorflow" in results["data_error"]
 
     # The command line says so in one line.
-    cli = run_without_tensorflow(tmp_path, "train-teacher", "--config=configs/cifar10_resnet56_resnet20_quick.json",
-                                 f"--run_dir={tmp_path / 'run'}")
-    assert cli.returncode == 2
-    assert cli.stderr.strip().splitlines()[-1].startswith("hksan-keras train-teacher: error: ")
-    assert "needs tensorflow" in cli.stderr
+    assert results["cli_exit"] == 2
+    assert results["cli_stderr"].strip().splitlines()[-1].startswith("hksan-keras train-teacher: error: ")
+    assert "needs tensorflow" in results["cli_stderr"]
 
-    # The throughput benchmark runs there too (as on a GPU machine with JAX only).
-    output = tmp_path / "throughput"
-    bench = run_without_tensorflow(tmp_path, "--script=benchmarks/throughput.py", "--pairs=resnet8:resnet8_narrow",
-                                   "--modes=mixed_bfloat16", "--methods=hksan",
-                                   "--batch_sizes=8", "--warmup_steps=1", "--steps=1", "--repeats=1",
-                                   f"--output={output}")
-    assert bench.returncode == 0, bench.stderr[-3000:]
+    # The throughput benchmark ran there too (as on a GPU machine with JAX only).
     rows = json.loads((tmp_path / "throughput.json").read_text())["rows"]
     assert [(row["method"], row["mode"]) for row in rows] == [("hksan", "mixed_bfloat16")]
-    assert all(row["images_per_second"] > 0 for row in rows)
+    assert rows[0]["images_per_second"] > 0

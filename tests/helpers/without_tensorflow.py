@@ -1,20 +1,29 @@
 """hksan_keras on JAX where TensorFlow cannot be imported.
 
-Run by test_jax.py in a fresh process with KERAS_BACKEND=jax:
+Run by test_without_tensorflow.py in a fresh process with KERAS_BACKEND=jax:
 
-    python without_tensorflow.py OUTPUT_DIR [CLI ARGUMENTS...]
-    python without_tensorflow.py OUTPUT_DIR --script=PATH [ITS ARGUMENTS...]
+    python without_tensorflow.py OUTPUT_DIR
 
 An import hook makes `tensorflow` and `tensorflow_datasets` fail to import,
-as in an environment where they are not installed. Without CLI arguments
-it trains KD from numpy arrays and HKSAN from a keras.utils.PyDataset, saves and reloads the student, and writes
-OUTPUT_DIR/results.json; with them it runs the `hksan-keras` command, or
-with --script=PATH that Python script.
+as in an environment where they are not installed. In one process (one
+start-up of JAX and Keras) it:
+
+- trains KD from numpy arrays, and HKSAN from a keras.utils.PyDataset
+  under mixed_float16 (both optimizers loss-scaled), saves and reloads
+  each student;
+- calls hksan_keras.data.array_dataset, which needs TensorFlow;
+- runs the `hksan-keras train-teacher` command, which needs it too;
+- runs benchmarks/throughput.py for HKSAN under mixed_bfloat16;
+
+and writes what it saw to OUTPUT_DIR/results.json.
 """
 
+import contextlib
 import importlib.abc
+import io
 import json
 import os
+import runpy
 import sys
 
 BLOCKED = ("tensorflow", "tensorflow_datasets", "tf_keras")
@@ -29,24 +38,13 @@ class NoTensorFlow(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, NoTensorFlow())
 output_dir = sys.argv[1]
-
-if len(sys.argv) > 2 and sys.argv[2].startswith("--script="):
-    import runpy
-
-    script = sys.argv[2].removeprefix("--script=")
-    sys.argv = [script, *sys.argv[3:]]
-    runpy.run_path(script, run_name="__main__")
-    sys.exit(0)
-if len(sys.argv) > 2:
-    from hksan_keras.cli import run
-
-    sys.argv = ["hksan-keras", *sys.argv[2:]]
-    run()
+repo_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import hksan_keras  # noqa: E402
+from hksan_keras import cli  # noqa: E402
 
 assert keras.backend.backend() == "jax"
 
@@ -75,8 +73,10 @@ class Batches(keras.utils.PyDataset):
 rng = np.random.default_rng(0)
 images = rng.normal(size=(32, 16, 16, 3)).astype("float32")
 labels = rng.integers(0, 10, size=(32,))
-results = {"tensorflow_imported": False}
-for name, method, data in (("kd_arrays", "kd", "arrays"), ("hksan_pydataset", "hksan", "pydataset")):
+results = {}
+for name, method, data, policy in (("kd_arrays", "kd", "arrays", "float32"),
+                                   ("hksan_pydataset", "hksan", "pydataset", "mixed_float16")):
+    keras.mixed_precision.set_global_policy(policy)
     teacher, student = models()
     distiller = hksan_keras.distillers.METHODS[method](teacher, student)
     distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
@@ -91,12 +91,34 @@ for name, method, data in (("kd_arrays", "kd", "arrays"), ("hksan_pydataset", "h
         "loss": [float(v) for v in history.history["loss"]],
         "evaluate": distiller.evaluate(images, labels, batch_size=8, verbose=0, return_dict=True),
         "reloaded_max_difference": float(np.max(np.abs(
-            reloaded.predict(images, verbose=0) - distiller.student.predict(images, verbose=0)))),
+            np.asarray(reloaded.predict(images, verbose=0), "float32")
+            - np.asarray(distiller.student.predict(images, verbose=0), "float32")))),
+        "loss_scaled": [isinstance(o, keras.optimizers.LossScaleOptimizer)
+                        for o in (distiller.optimizer, getattr(distiller, "d_optimizer", None)) if o is not None],
     }
+keras.mixed_precision.set_global_policy("float32")
+
 try:
     hksan_keras.data.array_dataset(images, labels, batch_size=8)
 except ImportError as error:
     results["data_error"] = str(error)
+
+stderr = io.StringIO()
+sys.argv = ["hksan-keras", "train-teacher", "--config=" + os.path.join(repo_root, "configs", "cifar10_resnet56_resnet20_quick.json"),
+            "--run_dir=" + os.path.join(output_dir, "run")]
+with contextlib.redirect_stderr(stderr):
+    try:
+        cli.run()
+        results["cli_exit"] = 0
+    except SystemExit as exit:
+        results["cli_exit"] = exit.code
+results["cli_stderr"] = stderr.getvalue()
+
+sys.argv = ["throughput.py", "--pairs=resnet8:resnet8_narrow", "--modes=mixed_bfloat16", "--methods=hksan",
+            "--batch_sizes=8", "--warmup_steps=1", "--steps=1", "--repeats=1",
+            "--output=" + os.path.join(output_dir, "throughput")]
+runpy.run_path(os.path.join(repo_root, "benchmarks", "throughput.py"), run_name="__main__")
+
 results["tensorflow_imported"] = "tensorflow" in sys.modules
 with open(os.path.join(output_dir, "results.json"), "w") as f:
     json.dump(results, f, indent=2)
