@@ -92,7 +92,6 @@ def _stateless_update(values, optimizer, built_variables, variables, gradients):
 
 def train_step(distiller, state, data):
     """One distillation step on JAX: `(logs, new_state)` from `state` and a batch."""
-    trainable, non_trainable, optimizer_values, metrics = state
     groups = (
         distiller.trainable_variables,
         distiller.non_trainable_variables,

@@ -24,8 +24,7 @@ next K examples of other classes rather than a random draw (TensorFlow and
 JAX have different random number generators).
 
 --devices=N (JAX): N host devices (XLA_FLAGS) and
-keras.distribution.DataParallel over them. --eager=1 compiles with
-run_eagerly=True. --policy=NAME sets Keras's global dtype policy
+keras.distribution.DataParallel over them. --policy=NAME sets Keras's global dtype policy
 (mixed_bfloat16, mixed_float16). --student_dir=DIR saves each student as DIR/<method>.keras,
 and its predictions on the images as "<method>/predictions".
 """
@@ -85,8 +84,7 @@ def build(method):
     kwargs.update(extra or {})
     distiller = METHODS[method](teacher, student, **kwargs)
     compile_kwargs = {"d_optimizer": keras.optimizers.Adam(1e-3, beta_1=0.5, epsilon=1e-3)} if method in ("hksan", "anc", "xu") else {}
-    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
-                      run_eagerly=args.get("eager") == "1", **compile_kwargs)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), **compile_kwargs)
     return distiller
 
 
