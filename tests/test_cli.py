@@ -1,17 +1,21 @@
 """The command line, end to end on real CIFAR-10 with a tiny budget."""
 
+import contextlib
+import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
 from conftest import REPO_ROOT
+from hksan_keras import cli
 
-# The full tier only (the command line end to end, in subprocesses).
+# The full tier only (the command line end to end, on real CIFAR-10).
 pytestmark = pytest.mark.full
 
 
@@ -24,12 +28,36 @@ TINY = [
 ]
 
 
-def hksan(*args, data_dir=None, check=True):
-    command = [sys.executable, "-m", "hksan_keras.cli", *args]
-    if data_dir:
-        command.append(f"--data_dir={data_dir}")
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+class Result(types.SimpleNamespace):
+    """What a command left: returncode, stdout, stderr (as subprocess.run's result)."""
+
+
+def hksan(*args, data_dir=None, check=True, subprocess_=False):
+    """Runs `hksan-keras ARGS`: in this process (cli.run with its own argv), or
+    with `subprocess_=True` as the console script's module in a new process.
+
+    In process saves TensorFlow's start-up (several seconds) per command; the
+    real entry point is still run in a subprocess by the end-to-end test.
+    """
+    argv = [*args, *([f"--data_dir={data_dir}"] if data_dir else [])]
+    if subprocess_:
+        result = subprocess.run([sys.executable, "-m", "hksan_keras.cli", *argv], capture_output=True, text=True,
+                                timeout=600, cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    else:
+        cli.FLAGS.unparse_flags()  # absl keeps a repeated flag's values across parses
+        stdout, stderr = io.StringIO(), io.StringIO()
+        saved_argv = sys.argv
+        sys.argv = ["hksan-keras", *argv]
+        try:
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                try:
+                    cli.run()
+                    code = 0
+                except SystemExit as exit_:
+                    code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        finally:
+            sys.argv = saved_argv
+        result = Result(returncode=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
     if check:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
@@ -88,7 +116,8 @@ def test_every_subcommand_end_to_end(cifar_data_dir, tmp_path):
     # A finished step is never overwritten; `experiment` reuses finished steps.
     refused = hksan("train-teacher", *common, data_dir=cifar_data_dir, check=False)
     assert refused.returncode == 2 and "finished teacher run" in refused.stderr
-    out = hksan("experiment", *common, data_dir=cifar_data_dir)
+    # The console script's module in a process of its own, as a user runs it.
+    out = hksan("experiment", *common, data_dir=cifar_data_dir, subprocess_=True)
     assert out.stdout.count("finished earlier") == 3
     assert "Test accuracy (last epoch)" in out.stdout
     assert "points over the student alone" in out.stdout.split("distilled_student ")[-1]
