@@ -14,6 +14,7 @@ import os
 from hksan_keras import models
 from hksan_keras.distillers import METHODS
 from hksan_keras.distribute import STRATEGIES
+from hksan_keras.options import KINDS
 
 
 class ConfigError(ValueError):
@@ -103,13 +104,6 @@ DEFAULTS = {
     },
 }
 
-# The Python type of a config value of each kind of method option.
-_KIND_TYPES = {
-    "weight": float, "positive": float, "fraction": float, "probability": float,
-    "count": int, "steps": int, "integer": int, "flag": bool, "choice": str,
-    "names": list, "widths": list, "spec": dict,
-}
-
 # Keys whose value may be null or a value of this type.
 _NULLABLE = {
     "run_dir": str,
@@ -126,7 +120,7 @@ _NULLABLE = {
     "distill.teacher_stages": list,
     "distill.student_stages": list,
     **{
-        f"distill.{method}.{option.name}": _KIND_TYPES.get(option.kind, type(option.default))
+        f"distill.{method}.{option.name}": KINDS[option.kind][1]
         for method, cls in METHODS.items()
         for option in cls.OPTIONS
         if option.config and option.nullable and option.kind != "spec"

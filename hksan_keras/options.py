@@ -25,20 +25,21 @@ import sys
 
 import numpy as np
 
-# What each kind of option takes, as the error messages and the docs say it.
+# Each kind of option: (what it takes, as the error messages and the docs
+# say it; the Python type of its value in a config file).
 KINDS = {
-    "weight": "a finite number >= 0",
-    "positive": "a finite number > 0",
-    "count": "an integer >= 0",
-    "steps": "an integer >= 1",
-    "flag": "true or false",
-    "choice": "one of",
-    "names": "a list of layer names",
-    "widths": "a list of integers >= 1",
-    "fraction": "a number in [0, 1)",
-    "probability": "a number in [0, 1]",
-    "integer": "an integer",
-    "spec": "a spec",
+    "weight": ("a finite number >= 0", float),
+    "positive": ("a finite number > 0", float),
+    "count": ("an integer >= 0", int),
+    "steps": ("an integer >= 1", int),
+    "flag": ("true or false", bool),
+    "choice": ("one of", str),
+    "names": ("a list of layer names", list),
+    "widths": ("a list of integers >= 1", list),
+    "fraction": ("a number in [0, 1)", float),
+    "probability": ("a number in [0, 1]", float),
+    "integer": ("an integer", int),
+    "spec": ("a spec", dict),
 }
 
 
@@ -99,9 +100,9 @@ class Option:
         if self.kind == "choice":
             text = "one of " + ", ".join(repr(c) for c in self.choices)
         elif self.kind == "spec":
-            return self.values or KINDS["spec"]
+            return self.values or KINDS["spec"][0]
         else:
-            text = KINDS[self.kind]
+            text = KINDS[self.kind][0]
         return text + (" or None" if self.nullable else "")
 
     def validate(self, value, where=""):
