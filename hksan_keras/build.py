@@ -31,13 +31,16 @@ def build_models(config, num_classes, teacher_weights=False):
 
     Returns:
         `(teacher, student)` functional models, untrained but for the
-        teacher with `teacher_weights`.
+        teacher with `teacher_weights`. Their initial weights depend only
+        on the config (`seed` is set first), so the student trained alone
+        and the distilled student of a run start from the same weights.
 
     Example:
 
     >>> teacher, student = build_models(config, num_classes=10)
     """
     shape = data.config_input_shape(config)
+    keras.utils.set_random_seed(config["seed"])
     teacher = models.get(
         config["teacher"]["model"], num_classes,
         weight_decay=config["teacher"]["weight_decay"], input_shape=shape,
