@@ -31,9 +31,11 @@ def build_models(config, num_classes, teacher_weights=False):
 
     Returns:
         `(teacher, student)` functional models, untrained but for the
-        teacher with `teacher_weights`. Their initial weights depend only
-        on the config (`seed` is set first), so the student trained alone
-        and the distilled student of a run start from the same weights.
+        teacher with `teacher_weights`. Each one's initial weights depend
+        only on `seed` and its own section (the seed is set before each is
+        built, which resets Python's, NumPy's and the backend's global
+        random state), so the student trained alone and the distilled
+        student of a run start from the same weights.
 
     Example:
 
@@ -46,6 +48,7 @@ def build_models(config, num_classes, teacher_weights=False):
         weight_decay=config["teacher"]["weight_decay"], input_shape=shape,
         weights=config["teacher"]["weights"] if teacher_weights else None,
     )
+    keras.utils.set_random_seed(config["seed"])
     student = models.get(
         config["student"]["model"], num_classes,
         weight_decay=config["student"]["weight_decay"], input_shape=shape,

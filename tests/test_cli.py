@@ -3,11 +3,13 @@
 import contextlib
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+import traceback
 import types
 
 import pytest
@@ -34,33 +36,52 @@ class Result(types.SimpleNamespace):
 
 def hksan(*args, data_dir=None, check=True, subprocess_=False):
     """Runs `hksan-keras ARGS`: in this process (cli.run with its own argv), or
-    with `subprocess_=True` as the console script's module in a new process.
+    with `subprocess_=True` as `python -m hksan_keras.cli` in a new process.
 
     In process saves TensorFlow's start-up (several seconds) per command; the
-    real entry point is still run in a subprocess by the end-to-end test.
+    end-to-end test still runs one command in a process of its own. An
+    exception that escapes the command counts as exit code 1 with its
+    traceback on stderr, as in a process.
     """
     argv = [*args, *([f"--data_dir={data_dir}"] if data_dir else [])]
     if subprocess_:
         result = subprocess.run([sys.executable, "-m", "hksan_keras.cli", *argv], capture_output=True, text=True,
                                 timeout=600, cwd=REPO_ROOT, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
     else:
-        cli.FLAGS.unparse_flags()  # absl keeps a repeated flag's values across parses
-        stdout, stderr = io.StringIO(), io.StringIO()
-        saved_argv = sys.argv
-        sys.argv = ["hksan-keras", *argv]
-        try:
-            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-                try:
-                    cli.run()
-                    code = 0
-                except SystemExit as exit_:
-                    code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-        finally:
-            sys.argv = saved_argv
-        result = Result(returncode=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
+        result = _in_process(argv)
     if check:
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
+
+
+def _in_process(argv):
+    import keras
+
+    cli.FLAGS.unparse_flags()  # absl keeps a repeated flag's values across parses
+    stdout, stderr = io.StringIO(), io.StringIO()
+    saved = sys.argv, keras.mixed_precision.global_policy(), list(logging.getLogger().handlers)
+    sys.argv = ["hksan-keras", *argv]
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                cli.run()
+                code = 0
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+            except Exception:  # noqa: BLE001 - a crash, reported as a process would
+                traceback.print_exc()
+                code = 1
+    finally:
+        # What a process would have taken with it: argv, the dtype policy,
+        # the models, absl's log handler on the root logger, the flags.
+        sys.argv = saved[0]
+        keras.mixed_precision.set_global_policy(saved[1])
+        keras.backend.clear_session()
+        for handler in logging.getLogger().handlers:
+            if handler not in saved[2]:
+                logging.getLogger().removeHandler(handler)
+        cli.FLAGS.unparse_flags()
+    return Result(returncode=code, stdout=stdout.getvalue(), stderr=stderr.getvalue())
 
 
 def test_every_subcommand_end_to_end(cifar_data_dir, tmp_path):
@@ -116,7 +137,7 @@ def test_every_subcommand_end_to_end(cifar_data_dir, tmp_path):
     # A finished step is never overwritten; `experiment` reuses finished steps.
     refused = hksan("train-teacher", *common, data_dir=cifar_data_dir, check=False)
     assert refused.returncode == 2 and "finished teacher run" in refused.stderr
-    # The console script's module in a process of its own, as a user runs it.
+    # The command line's module in a process of its own, as a user runs it.
     out = hksan("experiment", *common, data_dir=cifar_data_dir, subprocess_=True)
     assert out.stdout.count("finished earlier") == 3
     assert "Test accuracy (last epoch)" in out.stdout
