@@ -70,7 +70,7 @@ def usage():
     lines += [f"  {name:<14} {description}" for name, (description, _, _) in COMMANDS.items()]
     lines += ["", "Every command takes: " + " ".join(f"--{name}" for name in COMMON_FLAGS) + ".",
               "`hksan-keras COMMAND --help` describes them; configs: configs/*.json and docs/cli.md.",
-              "Example: hksan-keras experiment --config=configs/cifar10_resnet56_resnet20_quick.json"]
+              "Example: hksan-keras experiment --config=configs/cifar10_resnet56_resnet20_quickstart.json"]
     return "\n".join(lines)
 
 
@@ -102,7 +102,7 @@ def _main(command, argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     if not FLAGS.config:
-        raise app.UsageError("--config is required, e.g. --config=configs/cifar10_resnet56_resnet20_quick.json")
+        raise app.UsageError("--config is required, e.g. --config=configs/cifar10_resnet56_resnet20_quickstart.json")
     # TFDS and TensorFlow log every dataset read at INFO through absl.
     logging.set_verbosity(logging.WARNING)
     try:

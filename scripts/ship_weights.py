@@ -8,7 +8,8 @@ config.json (train and ship from the same checkout: the revision recorded is
 the one checked out when shipping), writes
 hksan_keras/models/weights/<model>_<dataset>.weights.h5,
 loads that file into a freshly built zoo model, measures its accuracy on the
-dataset's whole test split, and records the accuracy, the number of training
+dataset's whole test split (and on its first 1,000 images, the figure the
+tests check the installed file against), and records the accuracy, the number of training
 images, the recipe (from the config's teacher section), the command and the git
 revision in hksan_keras/models/weights/manifest.json
 (`hksan_keras.models.pretrained.ship`). Then regenerate docs/models.md's
@@ -54,9 +55,13 @@ def main():
         path = os.path.join(tmp, "trained.weights.h5")
         trained.save_weights(path)
         model = models.get(name, num_classes=trained.output.shape[-1], weights=path)
-    test = data.cifar_dataset(dataset, "test", batch_size=500, data_dir=data_dir)
     model.compile(metrics=["accuracy"])
-    accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+
+    def accuracy_on(take):
+        test = data.cifar_dataset(dataset, "test", batch_size=500, data_dir=data_dir, take=take)
+        return model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+
+    accuracy, accuracy_first_1000 = accuracy_on(None), accuracy_on(1000)
     train_images = data.num_examples(dataset, "train", data_dir)
     teacher = config["teacher"]
     recipe = (
@@ -64,11 +69,13 @@ def main():
         f"{teacher['lr_milestones']}, {teacher['epochs']} epochs, batch {config['data']['batch_size']}, weight decay "
         f"{teacher['weight_decay']}; pad-4 crop + flip"
     )
-    written = pretrained.ship(model, name, dataset, accuracy, train_images, recipe, args.command, revision)
+    written = pretrained.ship(model, name, dataset, accuracy, train_images, recipe, args.command, revision,
+                              test_accuracy_first_1000=accuracy_first_1000)
     if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
                       check=True).stdout.strip():
         print("Note: the checkout has uncommitted changes; the recorded revision does not describe them.")
-    print(f"{written}: {name} on {dataset}, test accuracy {100 * accuracy:.2f}% over the whole test split.")
+    print(f"{written}: {name} on {dataset}, test accuracy {100 * accuracy:.2f}% over the whole test split "
+          f"({100 * accuracy_first_1000:.2f}% on its first 1,000 images).")
 
 
 if __name__ == "__main__":

@@ -139,3 +139,55 @@ def test_the_ship_script_refuses_a_teacher_trained_on_part_of_the_training_split
     assert result.returncode != 0
     assert "Shipped teachers are trained on the whole training split; this one trained on 'train' (size 1000)" in (
         result.stderr)
+
+
+SHIPPED = [(name, dataset) for name, by_dataset in sorted(pretrained.manifest().items()) for dataset in by_dataset]
+
+
+@pytest.mark.full
+@pytest.mark.parametrize("name, dataset", SHIPPED)
+def test_every_shipped_teacher_scores_its_recorded_accuracy(name, dataset, cifar_data_dir):
+    from hksan_keras import data
+
+    entry = pretrained.entry(name, dataset)
+    assert entry["test_accuracy_first_1000"] is not None, "ship it again with scripts/ship_weights.py"
+    model = models.get(name, weights=dataset)
+    model.compile(metrics=["accuracy"])
+    test = data.cifar_dataset(dataset, "test", batch_size=500, data_dir=cifar_data_dir, take=1000)
+    accuracy = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
+    # The same 1,000 images as scripts/ship_weights.py measured; a point of
+    # slack for another machine's float arithmetic (a broken file, a changed
+    # preprocessing or architecture costs far more).
+    assert abs(accuracy - entry["test_accuracy_first_1000"]) <= 0.01, (accuracy, entry)
+
+
+@pytest.mark.full
+def test_the_built_wheel_holds_every_shipped_weights_file(tmp_path):
+    """The weights reach users who install the package, not only a source checkout."""
+    import hashlib
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    assert ("resnet56", "cifar10") in SHIPPED, "the CIFAR-10 ResNet-56 teacher must ship"
+    repo = pretrained.pathlib.Path(__file__).resolve().parents[1]
+    source = tmp_path / "source"  # a copy, so that the build writes nothing into the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, source / name)
+    shutil.copytree(repo / "hksan_keras", source / "hksan_keras", ignore=shutil.ignore_patterns("__pycache__"))
+    # Without build isolation where setuptools is installed: no download.
+    isolation = [] if importlib.util.find_spec("setuptools") is None else ["--no-build-isolation"]
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", *isolation,
+                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    (wheel,) = (tmp_path / "dist").glob("hksan_keras-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        folder = "hksan_keras/models/weights/"
+        manifest = json.loads(archive.read(folder + pretrained.MANIFEST_NAME))
+        assert manifest == pretrained.manifest()
+        for name, dataset in SHIPPED:
+            entry = manifest[name][dataset]
+            assert hashlib.sha256(archive.read(folder + entry["file"])).hexdigest() == entry["sha256"], entry["file"]

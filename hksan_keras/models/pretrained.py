@@ -31,7 +31,9 @@ def manifest(directory=None):
 
     Returns:
         A dict of dicts; each entry has "file", "sha256", "num_classes",
-        "input_shape", "test_accuracy" (a fraction), "train_images",
+        "input_shape", "test_accuracy" (a fraction), "test_accuracy_first_1000"
+        (on the test split's first 1,000 images, what the tests check),
+        "train_images",
         "recipe", "command", "revision" and "date".
     """
     path = pathlib.Path(directory or WEIGHTS_DIR) / MANIFEST_NAME
@@ -122,7 +124,8 @@ def load_weights(model, name, weights, directory=None):
     return model
 
 
-def ship(model, name, dataset, test_accuracy, train_images, recipe, command, revision, directory=None):
+def ship(model, name, dataset, test_accuracy, train_images, recipe, command, revision, directory=None,
+         test_accuracy_first_1000=None):
     """Writes a trained zoo model's weights and its manifest entry (maintainers).
 
     The file is `<name>_<dataset>.weights.h5`; an existing entry for the same
@@ -140,6 +143,9 @@ def ship(model, name, dataset, test_accuracy, train_images, recipe, command, rev
         revision: The git revision checked out when shipping (train and ship
             from the same checkout).
         directory: Where to write (default: the package's weights folder).
+        test_accuracy_first_1000: Its accuracy on the test split's first
+            1,000 images, a fraction, measured the same way: the figure a
+            quick test of the installed file compares with.
 
     Returns:
         The path of the weights file.
@@ -155,6 +161,8 @@ def ship(model, name, dataset, test_accuracy, train_images, recipe, command, rev
         "num_classes": int(model.output.shape[-1]),
         "input_shape": [int(d) for d in model.input.shape[1:]],
         "test_accuracy": round(float(test_accuracy), 4),
+        "test_accuracy_first_1000": (None if test_accuracy_first_1000 is None
+                                     else round(float(test_accuracy_first_1000), 4)),
         "train_images": int(train_images),
         "recipe": recipe,
         "command": command,
