@@ -3,8 +3,8 @@
     python scripts/ship_weights.py --run_dir=runs/cifar10_resnet56_teacher \
         --command="hksan-keras train-teacher --config=configs/cifar10_resnet56_teacher.json ..."
 
-Reads RUN_DIR/teacher/last.keras (the last epoch's model) and the run's
-config.json (train and ship from the same checkout: the revision recorded is
+Reads RUN_DIR/teacher/last.keras (the last epoch's model) and the step's
+RUN_DIR/teacher/config.json (train and ship from the same checkout: the revision recorded is
 the one checked out when shipping), writes
 hksan_keras/models/weights/<model>_<dataset>.weights.h5,
 loads that file into a freshly built zoo model, measures its accuracy on the
@@ -37,7 +37,7 @@ def main():
     from hksan_keras import data, models
     from hksan_keras.models import pretrained
 
-    with open(os.path.join(args.run_dir, "config.json")) as f:
+    with open(os.path.join(args.run_dir, "teacher", "config.json")) as f:
         config = json.load(f)
     name, dataset = config["teacher"]["model"], config["data"]["dataset"]
     if dataset not in data.CIFAR_STATS:

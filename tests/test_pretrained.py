@@ -133,7 +133,7 @@ def test_the_ship_script_refuses_a_teacher_trained_on_part_of_the_training_split
     repo = pretrained.pathlib.Path(__file__).resolve().parents[1]
     (tmp_path / "teacher").mkdir()
     config = resolve_config(str(repo / "configs" / "cifar10_resnet56_teacher.json"), ["data.train_size=1000"])
-    save_config(config, str(tmp_path / "config.json"))
+    save_config(config, str(tmp_path / "teacher" / "config.json"))  # where the teacher step writes it
     result = subprocess.run([sys.executable, str(repo / "scripts" / "ship_weights.py"), f"--run_dir={tmp_path}",
                              "--command=x"], capture_output=True, text=True, timeout=300, cwd=repo)
     assert result.returncode != 0
