@@ -84,7 +84,7 @@ def test_uneven_last_batches_train_the_same_model_as_one_device(tmp_path, method
         assert np.all(np.isfinite(mirrored[key])), key
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-4, atol=1e-5, err_msg=key)
     for key in (k for k in single if k.startswith(("student_", "discriminator_"))):
-        np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-4, err_msg=key)
 
 
 @pytest.mark.parametrize("method, term", [("vid", "vid_loss"), ("fsp", "fsp_loss")])
