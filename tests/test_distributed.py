@@ -16,21 +16,49 @@ pytestmark = pytest.mark.full
 
 HELPERS = REPO_ROOT / "tests" / "helpers"
 
+# The cases of tests/helpers/distributed_fit.py, grouped by the processes
+# that run them: TensorFlow starts once per device count and oneDNN setting
+# (its start and tracing, not the few steps, are most of a case's time).
+# TensorFlow's oneDNN CPU convolution fails on an empty batch ("input depth
+# must be evenly divisible by filter depth"); its reference kernels (and
+# GPUs) run it, so the cases where a replica gets no example run without
+# oneDNN.
+_EVEN = ["hksan-64", "kd-64", "kd_clipped-64", "kd_clipped-35", "kd-35", "hksan-35", "vid-35", "fsp-35"]
+_EMPTY = ["kd-33", "hksan-33"]
+GROUPS = {
+    (1, True): _EVEN,
+    (2, True): _EVEN + ["crd-35", "dist-64", "reviewkd-64"],
+    (1, False): _EMPTY,
+    (2, False): _EMPTY + ["empty_replica-kd", "empty_replica-hksan"],
+}
 
-def _run(num_devices, tmp_path, method="hksan", num_images=64, env=None):
-    output = tmp_path / f"{method}_replicas_{num_devices}_{num_images}.npz"
-    result = subprocess.run(
-        [sys.executable, str(HELPERS / "distributed_fit.py"), str(num_devices), str(output), method,
-         str(num_images)],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return dict(np.load(output))
+
+@pytest.fixture(scope="module")
+def fits(tmp_path_factory):
+    """fits(num_devices, case) -> the case's arrays; runs the case's whole group once."""
+    done = {}
+
+    def get(num_devices, case):
+        onednn = not (case.startswith("empty_replica") or case.endswith("-33"))
+        group = (num_devices, onednn)
+        assert case in GROUPS[group], f"add {case!r} to GROUPS[{group}]"
+        if group not in done:
+            output = tmp_path_factory.mktemp(f"replicas_{num_devices}_onednn_{int(onednn)}")
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **({} if onednn else {"TF_ENABLE_ONEDNN_OPTS": "0"})}
+            result = subprocess.run(
+                [sys.executable, str(HELPERS / "distributed_fit.py"), str(num_devices), str(output), *GROUPS[group]],
+                capture_output=True, text=True, timeout=1200, env=env, cwd=HELPERS,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+            done[group] = output
+        return dict(np.load(done[group] / f"{case}.npz"))
+
+    return get
 
 
-def test_two_replicas_train_the_same_model_as_one_device(tmp_path):
-    single = _run(1, tmp_path)
-    mirrored = _run(2, tmp_path)
+def test_two_replicas_train_the_same_model_as_one_device(fits):
+    single = fits(1, "hksan-64")
+    mirrored = fits(2, "hksan-64")
     assert int(single["replicas"]) == 1 and int(mirrored["replicas"]) == 2
     reported = [k for k in single if k.startswith(("history_", "evaluate_"))]
     assert "history_squeeze_loss" in reported and "evaluate_accuracy" in reported
@@ -42,11 +70,11 @@ def test_two_replicas_train_the_same_model_as_one_device(tmp_path):
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-5, err_msg=key)
 
 
-def test_kd_reports_do_not_depend_on_the_replica_count(tmp_path):
+def test_kd_reports_do_not_depend_on_the_replica_count(fits):
     # keras.distillation.Distiller (Keras 3.15.1) reports its losses divided
     # by the replica count under MirroredStrategy; ours must not.
-    single = _run(1, tmp_path, "kd")
-    mirrored = _run(2, tmp_path, "kd")
+    single = fits(1, "kd-64")
+    mirrored = fits(2, "kd-64")
     reported = [k for k in single if k.startswith(("history_", "evaluate_"))]
     assert "history_kd_loss" in reported and "history_loss" in reported
     for key in reported:
@@ -56,11 +84,11 @@ def test_kd_reports_do_not_depend_on_the_replica_count(tmp_path):
 
 
 @pytest.mark.parametrize("num_images", [64, 35])
-def test_gradient_clipping_measures_the_whole_update_under_a_strategy(tmp_path, num_images):
+def test_gradient_clipping_measures_the_whole_update_under_a_strategy(fits, num_images):
     # Keras's own optimizer clips each replica's part of the gradient; the
     # distillers clip the sum, so two replicas train what one device does.
-    single = _run(1, tmp_path, "kd_clipped", num_images)
-    mirrored = _run(2, tmp_path, "kd_clipped", num_images)
+    single = fits(1, f"kd_clipped-{num_images}")
+    mirrored = fits(2, f"kd_clipped-{num_images}")
     assert np.all(single["history_gradient_norm"] > 0.05)  # clipping acted
     for key in (k for k in single if k.startswith(("history_", "evaluate_"))):
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-4, atol=1e-5, err_msg=key)
@@ -70,15 +98,11 @@ def test_gradient_clipping_measures_the_whole_update_under_a_strategy(tmp_path, 
 
 @pytest.mark.parametrize("method", ["kd", "hksan"])
 @pytest.mark.parametrize("num_images", [33, 35])
-def test_uneven_last_batches_train_the_same_model_as_one_device(tmp_path, method, num_images):
+def test_uneven_last_batches_train_the_same_model_as_one_device(fits, method, num_images):
     # 33 images in batches of 16 end with 1 image (one replica gets none);
     # 35 end with 3 (split 2 + 1): every example must weigh the same.
-    # TensorFlow's oneDNN CPU convolution fails on an empty batch ("input
-    # depth must be evenly divisible by filter depth"); its reference kernel
-    # (and GPUs) run it.
-    env = {"TF_ENABLE_ONEDNN_OPTS": "0"} if num_images % 16 == 1 else {}
-    single = _run(1, tmp_path, method, num_images, env)
-    mirrored = _run(2, tmp_path, method, num_images, env)
+    single = fits(1, f"{method}-{num_images}")
+    mirrored = fits(2, f"{method}-{num_images}")
     reported = [k for k in single if k.startswith(("history_", "evaluate_"))]
     for key in reported:
         assert np.all(np.isfinite(mirrored[key])), key
@@ -92,31 +116,31 @@ def test_uneven_last_batches_train_the_same_model_as_one_device(tmp_path, method
 
 
 @pytest.mark.parametrize("method, term", [("vid", "vid_loss"), ("fsp", "fsp_loss")])
-def test_newer_stage_methods_train_the_same_model_on_two_replicas_as_on_one_device(tmp_path, method, term):
+def test_newer_stage_methods_train_the_same_model_on_two_replicas_as_on_one_device(fits, method, term):
     # VID's regressors and variances are replicated like the student; FSP's
     # switch from its FSP stage to the labels follows the step count.
-    single = _run(1, tmp_path, method, 35)
-    mirrored = _run(2, tmp_path, method, 35)
+    single = fits(1, f"{method}-35")
+    mirrored = fits(2, f"{method}-35")
     assert f"history_{term}" in single
     for key in (k for k in single if k.startswith(("history_", "evaluate_", "student_"))):
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=1e-5, err_msg=key)
 
 
-def test_crd_keeps_the_copies_of_its_memory_bank_equal_on_two_replicas(tmp_path):
+def test_crd_keeps_the_copies_of_its_memory_bank_equal_on_two_replicas(fits):
     # 35 images in batches of 16: the last global batch of 3 is split 2 + 1.
-    mirrored = _run(2, tmp_path, "crd", 35)
+    mirrored = fits(2, "crd-35")
     assert int(mirrored["memory_copies"]) == 2 and bool(mirrored["memory_copies_equal"])
     for key in (k for k in mirrored if k.startswith(("history_", "evaluate_", "student_"))):
         assert np.all(np.isfinite(mirrored[key])), key
 
 
 @pytest.mark.parametrize("method, term", [("dist", "intra_class_loss"), ("reviewkd", "review_loss")])
-def test_batch_statistic_methods_train_on_two_replicas(tmp_path, method, term):
+def test_batch_statistic_methods_train_on_two_replicas(fits, method, term):
     # DIST's intra-class term and the batch normalisation of ReviewKD's
     # fusion modules are statistics of each replica's own examples, so the
     # weights are not those of one device; the training must still run and
     # stay finite.
-    mirrored = _run(2, tmp_path, method)
+    mirrored = fits(2, f"{method}-64")
     assert int(mirrored["replicas"]) == 2 and f"history_{term}" in mirrored
     for key in (k for k in mirrored if k.startswith(("history_", "evaluate_", "student_"))):
         assert np.all(np.isfinite(mirrored[key])), key
@@ -124,18 +148,13 @@ def test_batch_statistic_methods_train_on_two_replicas(tmp_path, method, term):
 
 
 @pytest.mark.parametrize("method", ["kd", "hksan"])
-def test_a_replica_without_examples_leaves_batch_norm_students_finite(method):
+def test_a_replica_without_examples_leaves_batch_norm_students_finite(fits, method):
     # Batch normalisation of an empty batch has NaN statistics and NaN
     # gradients; the replica that gets no example must change nothing.
-    result = subprocess.run(
-        [sys.executable, str(HELPERS / "empty_replica_fit.py"), method],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["copies"] > 10
-    assert report == {**report, "history_finite": True, "evaluate_finite": True, "student_copies_finite": True}
+    report = fits(2, f"empty_replica-{method}")
+    assert int(report["replicas"]) == 2 and int(report["copies"]) > 10
+    for key in ("history_finite", "evaluate_finite", "student_copies_finite"):
+        assert bool(report[key]), key
 
 
 def test_each_replica_draws_its_own_perturbation_mask():
@@ -160,8 +179,6 @@ def _free_port():
 
 
 def test_two_workers_train_the_same_model_as_one_process_and_only_the_chief_writes(tmp_path):
-    import json
-
     script = str(HELPERS / "multi_worker_fit.py")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     single = subprocess.run([sys.executable, script, str(tmp_path / "single.npz"), str(tmp_path / "single_run")],
