@@ -102,3 +102,17 @@ def test_squeeze_stability_trace_reads_each_stage(teacher, student, batch):
     assert row["stages"][1]["student_guide_norm2"] == pytest.approx(float(np.mean(np.sum(guide**2, -1))), rel=1e-5)
     line = squeeze_stability.format_row(row)
     assert line.startswith("step     7") and line.count("stage ") == 3
+
+
+def test_crd_scores_study_checks_its_faster_paths_against_the_ones_they_replace():
+    # The study asserts that contrast_scores' gradient equals the per-row
+    # gather's and that every negative is of another class; tiny sizes here
+    # (N = 20: the dense product; N = 300: the gather).
+    result = subprocess.run(
+        [sys.executable, os.path.join("benchmarks", "studies", "crd_scores.py"), "--num_examples=20,300",
+         "--batch_size=4", "--num_negatives=8", "--feature_dim=4", "--repeats=1"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("N ")]
+    assert [line.split(":")[1].strip() for line in lines] == ["scores, one memory", "negatives"] * 2

@@ -22,6 +22,19 @@ def test_the_nce_loss_is_repdistillers_contrast_loss_by_hand():
     assert float(losses.contrastive_nce_loss(better, 100)) < float(losses.contrastive_nce_loss(scores, 100))
 
 
+@pytest.mark.parametrize("num_examples, num_contrast", [(6, 3), (40, 2)])
+def test_contrast_scores_are_exp_of_the_dot_products_by_hand(num_examples, num_contrast):
+    # (6, 3): the memory's product with every embedding (6 <= 3 x 4 entries);
+    # (40, 2): the contrast rows gathered (40 > 2 x 4). Both by hand.
+    rng = np.random.default_rng(0)
+    memory = rng.normal(size=(num_examples, 4)).astype("float32")
+    vectors = rng.normal(size=(3, 4)).astype("float32")
+    contrast = rng.integers(0, num_examples, size=(3, num_contrast)).astype("int32")
+    expected = np.array([[np.exp(memory[j] @ vectors[b] / 0.5) for j in contrast[b]] for b in range(3)])
+    got = keras.ops.convert_to_numpy(losses.contrast_scores(memory, vectors, contrast, 0.5))
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
 def _indexed(batch):
     images, labels = batch
     return {"images": images, "index": np.arange(len(images))}, labels
@@ -64,6 +77,29 @@ def test_negatives_come_from_other_classes_once_the_classes_are_known(teacher, s
     assert negatives.shape == (3, 64)
     for anchor, row in zip(anchors, negatives):
         assert np.all(classes[row] != classes[anchor])
+    # Drawn uniformly with replacement among the other classes: over many
+    # rows each of the 40 candidates of class 0's anchor comes up ~1/40.
+    # Examples not seen yet (class -1) count as others.
+    many = np.asarray(distiller._negatives(np.zeros(200, "int32"), np.zeros(200, "int32")))
+    counts = np.bincount(many.ravel(), minlength=50)
+    assert np.all(counts[classes == 0] == 0)
+    expected = many.size / 40
+    assert np.all(np.abs(counts[classes != 0] - expected) < 5 * np.sqrt(expected))
+    unseen = classes.astype("float32")
+    unseen[[3, 4]] = -1  # examples of classes 3 and 4, not seen yet
+    distiller.memory_classes.assign(unseen)
+    negatives = np.asarray(distiller._negatives(np.array([8, 9], "int32"), np.array([3, 4], "int32")))
+    assert {3, 4} <= set(negatives.ravel()) and np.all(unseen[negatives] != np.array([3, 4])[:, None])
+
+
+def test_negatives_are_drawn_among_all_examples_only_when_all_share_the_anchors_class(teacher, student):
+    # Every known class is the anchor's: no other example, so the K
+    # negatives are drawn among all of them (indices in range).
+    distiller = distillers.CRDDistiller(teacher, student, num_examples=20, num_negatives=16)
+    distiller.memory_classes.assign(np.zeros(20, "float32"))
+    negatives = np.asarray(distiller._negatives(np.array([0, 1], "int32"), np.array([0, 0], "int32")))
+    assert negatives.shape == (2, 16) and negatives.min() >= 0 and negatives.max() < 20
+    assert len(np.unique(negatives)) > 5
 
 
 def test_missing_indices_and_sizes_are_explained(teacher, student, batch):

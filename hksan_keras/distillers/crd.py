@@ -36,11 +36,11 @@ class CRDDistiller(StageDistiller):
     `({"images": images, "index": indices}, labels)`, which
     `hksan_keras.data`'s pipelines give with `with_index=True` (the index
     of an example must not change between epochs). Evaluation takes plain
-    `(images, labels)` too. Until an example has been seen its class is
-    unknown, so in the first epoch some negatives may share the anchor's
-    class; later only examples of other classes are drawn (unless fewer
-    than `num_negatives` candidates of other classes come up, which at 2x
-    oversampling does not happen for 10 or more balanced classes).
+    `(images, labels)` too. Negatives are drawn uniformly, with
+    replacement, among the examples not known to share the anchor's class
+    (RepDistiller's CIFAR sampling once every class is known): until an
+    example has been seen its class is unknown, so in the first epoch some
+    negatives may share the anchor's class.
 
     Defaults are the paper's and RepDistiller's CIFAR setting (feature
     dimension 128, 16384 negatives, temperature 0.07, momentum 0.5, weight
@@ -149,16 +149,25 @@ class CRDDistiller(StageDistiller):
         return self.student_embedding.trainable_variables + self.teacher_embedding.trainable_variables
 
     def _negatives(self, index, classes):
-        """(batch, K) indices of examples of other classes than each anchor's."""
-        batch = ops.shape(index)[0]
-        candidates = keras.random.randint((batch, 2 * self.num_negatives), 0, self.num_examples,
-                                          seed=self.sampler, dtype="int32")
-        candidate_classes = ops.take(self.memory_classes, candidates)
-        valid = ops.cast(candidate_classes != ops.cast(classes, "float32")[:, None], "float32")
-        # Valid candidates first, in random order among themselves.
-        keys = valid + keras.random.uniform(ops.shape(valid), seed=self.sampler)
-        _, positions = ops.top_k(keys, self.num_negatives)
-        return ops.take_along_axis(candidates, positions, axis=1)
+        """(batch, K) indices drawn uniformly, with replacement, among the
+        examples not known to be of each anchor's class."""
+        # The examples ordered by class (unseen ones, class -1, first): the
+        # anchor's class is one block [start, start + block) of the order,
+        # and a uniform position among the N - block others, stepped over
+        # the block, is a uniform negative. Sorting N classes a step is
+        # cheap beside sorting random keys of oversampled draws per row.
+        order = ops.argsort(self.memory_classes)
+        sorted_classes = ops.take(self.memory_classes, order)
+        anchor = ops.cast(classes, "float32")
+        start = ops.cast(ops.searchsorted(sorted_classes, anchor, side="left"), "int32")
+        block = ops.cast(ops.searchsorted(sorted_classes, anchor, side="right"), "int32") - start
+        # Where every example is of the anchor's class, draw among all.
+        alone = block == self.num_examples
+        start, block = ops.where(alone, 0, start)[:, None], ops.where(alone, 0, block)[:, None]
+        others = ops.cast(self.num_examples - block, "float32")
+        draws = keras.random.uniform((ops.shape(index)[0], self.num_negatives), seed=self.sampler)
+        position = ops.cast(ops.minimum(ops.floor(draws * others), others - 1.0), "int32")
+        return ops.take(order, ops.where(position < start, position, position + block), axis=0)
 
     def loss_terms(self, labels, teacher, student):
         terms = super().loss_terms(labels, teacher, student)
@@ -176,10 +185,8 @@ class CRDDistiller(StageDistiller):
         # The teacher's embedding against the student's memory and the
         # student's against the teacher's (each direction's positive is
         # the example's own entry).
-        teacher_scores = ops.exp(ops.einsum("bkd,bd->bk", ops.take(self.student_memory, contrast, axis=0),
-                                            teacher_vector) / self.temperature)
-        student_scores = ops.exp(ops.einsum("bkd,bd->bk", ops.take(self.teacher_memory, contrast, axis=0),
-                                            student_vector) / self.temperature)
+        teacher_scores = losses.contrast_scores(self.student_memory, teacher_vector, contrast, self.temperature)
+        student_scores = losses.contrast_scores(self.teacher_memory, student_vector, contrast, self.temperature)
         batch_size = ops.cast(ops.shape(index)[0], "float32")
         # Z is set once, from the first batch of the whole global batch.
         first = ops.stop_gradient(ops.stack([
