@@ -23,16 +23,25 @@ def test_the_nce_loss_is_repdistillers_contrast_loss_by_hand():
 
 
 @pytest.mark.parametrize("num_examples, num_contrast", [(6, 3), (40, 2)])
-def test_contrast_scores_are_exp_of_the_dot_products_by_hand(num_examples, num_contrast):
-    # (6, 3): the memory's product with every embedding (6 <= 3 x 4 entries);
-    # (40, 2): the contrast rows gathered (40 > 2 x 4). Both by hand.
+def test_contrast_scores_and_their_gradient_by_hand(num_examples, num_contrast):
+    # (6, 3): the memory's product with every embedding (6 <= 4 x 3);
+    # (40, 2): the contrast rows gathered (40 > 4 x 2). Both by hand.
+    import tensorflow as tf
+
     rng = np.random.default_rng(0)
     memory = rng.normal(size=(num_examples, 4)).astype("float32")
     vectors = rng.normal(size=(3, 4)).astype("float32")
     contrast = rng.integers(0, num_examples, size=(3, num_contrast)).astype("int32")
     expected = np.array([[np.exp(memory[j] @ vectors[b] / 0.5) for j in contrast[b]] for b in range(3)])
-    got = keras.ops.convert_to_numpy(losses.contrast_scores(memory, vectors, contrast, 0.5))
-    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    variable = tf.Variable(vectors)
+    with tf.GradientTape() as tape:
+        got = losses.contrast_scores(memory, variable, contrast, 0.5)
+        total = tf.reduce_sum(got)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, rtol=1e-5)
+    # d/dv_b of sum_k exp(m_k . v_b / tau) = sum_k exp(...) m_k / tau.
+    gradient = np.array([sum(expected[b, i] * memory[j] / 0.5 for i, j in enumerate(contrast[b]))
+                         for b in range(3)])
+    np.testing.assert_allclose(tape.gradient(total, variable).numpy(), gradient, rtol=1e-4)
 
 
 def _indexed(batch):
@@ -79,17 +88,22 @@ def test_negatives_come_from_other_classes_once_the_classes_are_known(teacher, s
         assert np.all(classes[row] != classes[anchor])
     # Drawn uniformly with replacement among the other classes: over many
     # rows each of the 40 candidates of class 0's anchor comes up ~1/40.
-    # Examples not seen yet (class -1) count as others.
     many = np.asarray(distiller._negatives(np.zeros(200, "int32"), np.zeros(200, "int32")))
     counts = np.bincount(many.ravel(), minlength=50)
     assert np.all(counts[classes == 0] == 0)
     expected = many.size / 40
     assert np.all(np.abs(counts[classes != 0] - expected) < 5 * np.sqrt(expected))
+    # A class in the middle of the order, with examples not seen yet (class
+    # -1, first in the order): those count as others, uniformly too.
     unseen = classes.astype("float32")
-    unseen[[3, 4]] = -1  # examples of classes 3 and 4, not seen yet
+    unseen[[3, 4, 10]] = -1
     distiller.memory_classes.assign(unseen)
-    negatives = np.asarray(distiller._negatives(np.array([8, 9], "int32"), np.array([3, 4], "int32")))
-    assert {3, 4} <= set(negatives.ravel()) and np.all(unseen[negatives] != np.array([3, 4])[:, None])
+    many = np.asarray(distiller._negatives(np.zeros(200, "int32"), np.full(200, 2, "int32")))
+    counts = np.bincount(many.ravel(), minlength=50)
+    others = unseen != 2
+    assert np.all(counts[~others] == 0) and others.sum() == 40
+    expected = many.size / 40
+    assert np.all(np.abs(counts[others] - expected) < 5 * np.sqrt(expected))
 
 
 def test_negatives_are_drawn_among_all_examples_only_when_all_share_the_anchors_class(teacher, student):

@@ -34,6 +34,11 @@ def test_without_tensorflow_the_distillers_train_on_jax_and_the_rest_says_what_i
         assert results[name]["reloaded_max_difference"] < 1e-3
     # HKSAN trained under mixed_float16, both optimizers loss-scaled.
     assert results["hksan_pydataset"]["loss_scaled"] == [True, True]
+    # CRD's sampling and memory bank on JAX: every class stored through
+    # its index, every negative of another class.
+    assert all(np.isfinite(results["crd"]["loss"]))
+    assert results["crd"] == {**results["crd"], "classes_stored": True, "negatives_shape": [8, 16],
+                              "negatives_of_other_classes": True}
     assert results["data_error"].startswith("hksan_keras.data needs tensorflow, which cannot be imported")
     assert "pip install tensorflow" in results["data_error"]
 

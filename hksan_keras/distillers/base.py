@@ -107,21 +107,32 @@ def replica_id():
     return context.replica_id_in_sync_group if context is not None else 0
 
 
-def uniform_per_replica(shape, seed_generator):
-    """Uniform [0, 1) numbers of `shape`, a different draw on each replica.
+def uniform_per_replica(shape, seed_generator, maxval=1.0, dtype="float32"):
+    """Uniform numbers in [0, maxval) of `shape`, a different draw on each replica.
 
     Under a `tf.distribute` strategy the step's seed (one per step, from
     `seed_generator`) is combined with the replica's index;
     `keras.random.uniform` alone would draw the same numbers on every
     replica. On JAX the step sees the global batch: one draw.
+
+    Args:
+        shape: Shape of the draw.
+        seed_generator: A `keras.random.SeedGenerator`.
+        maxval: The exclusive upper bound.
+        dtype: A float dtype, or "int32" for integers 0 .. maxval - 1.
+
+    Returns:
+        A tensor of `shape` and `dtype`.
     """
     if not _on_tensorflow():
-        return keras.random.uniform(shape, seed=seed_generator)
+        if dtype == "int32":
+            return keras.random.randint(shape, 0, maxval, dtype=dtype, seed=seed_generator)
+        return keras.random.uniform(shape, 0.0, maxval, dtype=dtype, seed=seed_generator)
     import tensorflow as tf
 
     seed = ops.cast(seed_generator.next(), "int32")
     seed = seed + ops.stack([0, ops.cast(replica_id(), "int32")])
-    return tf.random.stateless_uniform(shape, seed=seed)
+    return tf.random.stateless_uniform(shape, seed=seed, minval=0, maxval=maxval, dtype=dtype)
 
 
 def all_replicas(value):

@@ -6,7 +6,9 @@ import keras
 from keras import ops
 
 from hksan_keras import losses
-from hksan_keras.distillers.base import Distiller, StageDistiller, after, all_replicas, cross_replica_mean
+from hksan_keras.distillers.base import (
+    Distiller, StageDistiller, after, all_replicas, cross_replica_mean, uniform_per_replica,
+)
 from hksan_keras.options import Option
 
 
@@ -38,9 +40,10 @@ class CRDDistiller(StageDistiller):
     of an example must not change between epochs). Evaluation takes plain
     `(images, labels)` too. Negatives are drawn uniformly, with
     replacement, among the examples not known to share the anchor's class
-    (RepDistiller's CIFAR sampling once every class is known): until an
-    example has been seen its class is unknown, so in the first epoch some
-    negatives may share the anchor's class.
+    (RepDistiller's CIFAR sampling once every class is known), a different
+    draw on each replica: until an example has been seen its class is
+    unknown, so in the first epoch some negatives may share the anchor's
+    class.
 
     Defaults are the paper's and RepDistiller's CIFAR setting (feature
     dimension 128, 16384 negatives, temperature 0.07, momentum 0.5, weight
@@ -154,8 +157,7 @@ class CRDDistiller(StageDistiller):
         # The examples ordered by class (unseen ones, class -1, first): the
         # anchor's class is one block [start, start + block) of the order,
         # and a uniform position among the N - block others, stepped over
-        # the block, is a uniform negative. Sorting N classes a step is
-        # cheap beside sorting random keys of oversampled draws per row.
+        # the block, is a uniform negative.
         order = ops.argsort(self.memory_classes)
         sorted_classes = ops.take(self.memory_classes, order)
         anchor = ops.cast(classes, "float32")
@@ -164,9 +166,11 @@ class CRDDistiller(StageDistiller):
         # Where every example is of the anchor's class, draw among all.
         alone = block == self.num_examples
         start, block = ops.where(alone, 0, start)[:, None], ops.where(alone, 0, block)[:, None]
-        others = ops.cast(self.num_examples - block, "float32")
-        draws = keras.random.uniform((ops.shape(index)[0], self.num_negatives), seed=self.sampler)
-        position = ops.cast(ops.minimum(ops.floor(draws * others), others - 1.0), "int32")
+        # Integers modulo the count of others: uniform within N / 2^31
+        # (float draws hold 23 random bits, too few for millions of examples).
+        draws = uniform_per_replica((ops.shape(index)[0], self.num_negatives), self.sampler,
+                                    maxval=2**31 - 1, dtype="int32")
+        position = draws % (self.num_examples - block)
         return ops.take(order, ops.where(position < start, position, position + block), axis=0)
 
     def loss_terms(self, labels, teacher, student):

@@ -6,7 +6,8 @@ starts once per device count:
 
     python distributed_fit.py N OUTPUT_DIR CASE [CASE ...]
 
-Each CASE writes OUTPUT_DIR/CASE.npz. A CASE is
+Each CASE writes OUTPUT_DIR/CASE.npz, or CASE.err with the traceback where it
+raised. A CASE is
 
 - METHOD-IMAGES: a plain CNN (no batch normalisation) distilled by METHOD
   (a method's name, or "kd_clipped": KD with global_clipnorm=0.05) on
@@ -20,6 +21,7 @@ not depend on the cases run before it in the process.
 """
 
 import sys
+import traceback
 
 import tensorflow as tf
 
@@ -121,5 +123,10 @@ def empty_replica_case(method):
 
 for case in cases:
     kind, argument = case.rsplit("-", 1)
-    result = empty_replica_case(argument) if kind == "empty_replica" else plain_cnn_case(kind, int(argument))
+    try:
+        result = empty_replica_case(argument) if kind == "empty_replica" else plain_cnn_case(kind, int(argument))
+    except Exception:  # noqa: BLE001 - reported by the case's test; the other cases still run
+        with open(f"{output_dir}/{case}.err", "w") as f:
+            f.write(traceback.format_exc())
+        continue
     np.savez(f"{output_dir}/{case}.npz", **result)

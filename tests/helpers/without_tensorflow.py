@@ -11,6 +11,7 @@ start-up of JAX and Keras) it:
 - trains KD from numpy arrays, and HKSAN from a keras.utils.PyDataset
   under mixed_float16 (both optimizers loss-scaled), saves and reloads
   each student;
+- trains CRD a few steps and draws its negatives;
 - calls hksan_keras.data.array_dataset, which needs TensorFlow;
 - runs the `hksan-keras train-teacher` command, which needs it too;
 - runs benchmarks/throughput.py for HKSAN under mixed_bfloat16;
@@ -97,6 +98,21 @@ for name, method, data, policy in (("kd_arrays", "kd", "arrays", "float32"),
                         for o in (distiller.optimizer, getattr(distiller, "d_optimizer", None)) if o is not None],
     }
 keras.mixed_precision.set_global_policy("float32")
+
+# CRD's own negative sampling and memory updates (test_jax's step
+# comparison fixes the negatives): a few steps, then a draw of negatives.
+teacher, student = models()
+crd = hksan_keras.distillers.METHODS["crd"](teacher, student, num_examples=32, num_negatives=16)
+crd.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+history = crd.fit({"images": images, "index": np.arange(32)}, labels, batch_size=8, epochs=2, verbose=0)
+known = np.asarray(crd.memory_classes)
+negatives = np.asarray(crd._negatives(np.arange(8, dtype="int32"), labels[:8]))
+results["crd"] = {
+    "loss": [float(v) for v in history.history["crd_loss"]],
+    "classes_stored": bool(np.array_equal(known, labels)),
+    "negatives_shape": list(negatives.shape),
+    "negatives_of_other_classes": bool(np.all(known[negatives] != labels[:8, None])),
+}
 
 try:
     hksan_keras.data.array_dataset(images, labels, batch_size=8)
