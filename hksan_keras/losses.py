@@ -791,10 +791,10 @@ def contrast_scores(memory, vectors, contrast, temperature):
     Two ways give the same numbers: the product of every embedding with the
     whole memory, read at the contrast indices, or the contrast entries
     gathered row by row (RepDistiller's). The product is chosen while N is
-    at most 4 x (1 + K): it costs about 2.2 us per memory entry against
-    13 us per gathered entry (2 CPU cores, batch 128, d = 128, K = 16,384,
+    at most 4 x (1 + K) (2 CPU cores, batch 128, d = 128, K = 16,384,
     forward and backward for one memory: 46 ms against 218 ms at N =
-    10,000, 109 against 221 at N = 50,000; benchmarks/studies/crd_scores.py),
+    10,000, 109 against 221 at N = 50,000, both about 240 at N = 100,000,
+    about 6 x (1 + K); 4 leaves a margin; benchmarks/studies/crd_scores.py),
     so CIFAR's 50,000 examples take it and ImageNet's 1.28 million gather.
 
     Args:
@@ -804,7 +804,7 @@ def contrast_scores(memory, vectors, contrast, temperature):
         temperature: tau.
 
     Returns:
-        Shape (batch, 1 + K), float32, > 0.
+        Shape (batch, 1 + K), float32, > 0 (for L2-normalised inputs).
     """
     num_examples = memory.shape[0]
     vectors = ops.cast(vectors, "float32")

@@ -46,14 +46,17 @@ def fits(tmp_path_factory):
         if group not in done:  # once, failed or not
             output = tmp_path_factory.mktemp(f"replicas_{num_devices}_onednn_{int(onednn)}")
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **({} if onednn else {"TF_ENABLE_ONEDNN_OPTS": "0"})}
-            done[group] = output, subprocess.run(
-                [sys.executable, str(HELPERS / "distributed_fit.py"), str(num_devices), str(output), *GROUPS[group]],
-                capture_output=True, text=True, timeout=1200, env=env, cwd=HELPERS,
-            )
-        output, process = done[group]
+            try:
+                process = subprocess.run(
+                    [sys.executable, str(HELPERS / "distributed_fit.py"), str(num_devices), str(output),
+                     *GROUPS[group]], capture_output=True, text=True, timeout=1200, env=env, cwd=HELPERS)
+                done[group] = output, process.stderr
+            except subprocess.TimeoutExpired as timeout:
+                done[group] = output, f"{timeout}; its stderr: {timeout.stderr}"
+        output, stderr = done[group]
         if (output / f"{case}.err").exists():
             pytest.fail(f"{case} on {num_devices} device(s) raised:\n{(output / f'{case}.err').read_text()[-3000:]}")
-        assert (output / f"{case}.npz").exists(), process.stderr[-3000:]
+        assert (output / f"{case}.npz").exists(), str(stderr)[-3000:]
         return dict(np.load(output / f"{case}.npz"))
 
     return get

@@ -1,6 +1,6 @@
 """CRD's per-step extra work: its contrast scores and its negative sampling.
 
-Times, in one process on whatever device Keras uses, forward and backward
+Times, in one process of TensorFlow on whatever device it uses, forward and backward
 (with respect to the embeddings) of `hksan_keras.losses.contrast_scores`
 against the per-row gather it replaces where the memory is small (RepDistiller's
 `index_select` then `bmm`: (batch, 1 + K, d) rows a step), and

@@ -113,19 +113,19 @@ def uniform_per_replica(shape, seed_generator, maxval=1.0, dtype="float32"):
     Under a `tf.distribute` strategy the step's seed (one per step, from
     `seed_generator`) is combined with the replica's index;
     `keras.random.uniform` alone would draw the same numbers on every
-    replica. On JAX the step sees the global batch: one draw.
+    replica. On other backends the step sees the global batch: one draw.
 
     Args:
         shape: Shape of the draw.
         seed_generator: A `keras.random.SeedGenerator`.
         maxval: The exclusive upper bound.
-        dtype: A float dtype, or "int32" for integers 0 .. maxval - 1.
+        dtype: A float dtype, or an integer one for integers 0 .. maxval - 1.
 
     Returns:
         A tensor of `shape` and `dtype`.
     """
     if not _on_tensorflow():
-        if dtype == "int32":
+        if "int" in keras.backend.standardize_dtype(dtype):
             return keras.random.randint(shape, 0, maxval, dtype=dtype, seed=seed_generator)
         return keras.random.uniform(shape, 0.0, maxval, dtype=dtype, seed=seed_generator)
     import tensorflow as tf
