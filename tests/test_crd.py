@@ -88,19 +88,19 @@ def test_negatives_come_from_other_classes_once_the_classes_are_known(teacher, s
         assert np.all(classes[row] != classes[anchor])
     # Drawn uniformly with replacement among the other classes: over many
     # rows each of the 40 candidates of class 0's anchor comes up ~1/40.
-    many = np.asarray(distiller._negatives(np.zeros(200, "int32"), np.zeros(200, "int32")))
-    counts = np.bincount(many.ravel(), minlength=50)
-    assert np.all(counts[classes == 0] == 0)
-    expected = many.size / 40
-    assert np.all(np.abs(counts[classes != 0] - expected) < 5 * np.sqrt(expected))
+    _assert_uniform_among(distiller, 0, classes != 0)
     # A class in the middle of the order, with examples not seen yet (class
     # -1, first in the order): those count as others, uniformly too.
     unseen = classes.astype("float32")
     unseen[[3, 4, 10]] = -1
     distiller.memory_classes.assign(unseen)
-    many = np.asarray(distiller._negatives(np.zeros(200, "int32"), np.full(200, 2, "int32")))
-    counts = np.bincount(many.ravel(), minlength=50)
-    others = unseen != 2
+    _assert_uniform_among(distiller, 2, unseen != 2)
+
+
+def _assert_uniform_among(distiller, anchor_class, others):
+    """200 anchors of `anchor_class` draw only `others` (40 examples), each ~1/40 of the time."""
+    many = np.asarray(distiller._negatives(np.zeros(200, "int32"), np.full(200, anchor_class, "int32")))
+    counts = np.bincount(many.ravel(), minlength=len(others))
     assert np.all(counts[~others] == 0) and others.sum() == 40
     expected = many.size / 40
     assert np.all(np.abs(counts[others] - expected) < 5 * np.sqrt(expected))

@@ -40,9 +40,9 @@ def fits(tmp_path_factory):
     done = {}
 
     def get(num_devices, case):
-        onednn = not (case.startswith("empty_replica") or case.endswith("-33"))
-        group = (num_devices, onednn)
-        assert case in GROUPS[group], f"add {case!r} to GROUPS[{group}]"
+        group = next((g for g in GROUPS if g[0] == num_devices and case in GROUPS[g]), None)
+        assert group, f"add {case!r} to GROUPS for {num_devices} device(s)"
+        onednn = group[1]
         if group not in done:  # once, failed or not
             output = tmp_path_factory.mktemp(f"replicas_{num_devices}_onednn_{int(onednn)}")
             env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **({} if onednn else {"TF_ENABLE_ONEDNN_OPTS": "0"})}
