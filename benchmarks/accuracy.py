@@ -127,6 +127,37 @@ def check_protocols(protocols):
                         "validation split and add it to that protocol's 'chosen' list first.")
 
 
+def check_scored_counts(curve, examples, where):
+    """Refuses a run whose test accuracies are not counts out of the split's examples.
+
+    Each epoch's accuracy is `correct / examples` (a float32): times
+    `examples` it must be a whole number, to float32 rounding (2**-24
+    relative, so the check holds to about 300,000 examples and is skipped
+    beyond). A curve that fails scored some other set of images (five
+    earlier HKSAN runs were found scored out of 256 or 257, cause unknown;
+    docs/results.md), and such a number never reaches a table.
+
+    Args:
+        curve: The run's test accuracy per epoch, in [0, 1].
+        examples: How many examples the scored split holds.
+        where: The run's step directory, for the message.
+
+    Raises:
+        ValueError: Naming the run, the first accuracy that is no count and
+            the fix (delete the step directory and rerun).
+    """
+    tolerance = examples * 2.0 ** -23 + 1e-3
+    if tolerance >= 0.1:
+        return
+    for epoch, accuracy in enumerate(curve, 1):
+        if abs(accuracy * examples - round(accuracy * examples)) > tolerance:
+            raise ValueError(
+                f"{where}: epoch {epoch}'s test accuracy {accuracy!r} is not a count out of the "
+                f"{examples} scored examples ({accuracy!r} x {examples} = {accuracy * examples:.3f}): "
+                "the run did not score the whole split. Delete that directory and rerun the "
+                "protocol to train it again.")
+
+
 def _summary(values):
     return {
         "mean": statistics.mean(values),
@@ -144,6 +175,7 @@ def run_config(experiment, protocols, protocol, config_path, variants, seeds, da
     from hksan_keras import callbacks
     from hksan_keras.callbacks import DivergenceError
     from hksan_keras.config import resolve_config
+    from hksan_keras.data import num_examples
     from hksan_keras.runs import distill_step_name
 
     extra = list(overrides)
@@ -169,6 +201,8 @@ def run_config(experiment, protocols, protocol, config_path, variants, seeds, da
             teacher = json.load(f)
         teacher_path = os.path.join(teacher_root, "teacher", "last.keras")
 
+    spec = base["data"]
+    scored_examples = num_examples(spec["dataset"], spec["test_split"], spec["data_dir"], spec["test_size"])
     runs = {name: [] for name in variants}
     for seed in seeds:
         for name, (method, variant_overrides) in variants.items():
@@ -199,6 +233,7 @@ def run_config(experiment, protocols, protocol, config_path, variants, seeds, da
             with open(os.path.join(step, "metrics.json")) as f:
                 final = json.load(f)
             curve = [r["val_accuracy"] for r in callbacks.read_metrics(os.path.join(step, "metrics.jsonl"))]
+            check_scored_counts(curve, scored_examples, step)
             runs[name].append({
                 "seed": seed,
                 "best_epoch_accuracy": max(curve),

@@ -85,3 +85,17 @@ def test_protocol_wide_overrides_are_checked_and_a_bad_validation_name_is_named(
     changed["cpu-small"]["validation_protocol"] = "cpu-smal-validation"
     with pytest.raises(ValueError, match="'cpu-smal-validation' as its validation protocol"):
         accuracy.check_protocols(changed)
+
+
+def test_scored_counts_pass_float32_accuracies_and_refuse_other_denominators():
+    import numpy as np
+
+    # What Keras logs: float32 correct / examples, read back from JSON.
+    good = [float(np.float32(k / 10_000)) for k in (2507, 6680, 7743, 10_000, 0)]
+    accuracy.check_scored_counts(good, 10_000, "run")
+    accuracy.check_scored_counts([float(np.float32(k / 50_000)) for k in (1, 38_211, 49_999)], 50_000, "run")
+    # One of the runs found in an earlier results file: 199 / 257 in float32.
+    with pytest.raises(ValueError, match=r"run: epoch 2's test accuracy .* not a count out of the 10000"):
+        accuracy.check_scored_counts([good[0], float(np.float32(199 / 257))], 10_000, "run")
+    with pytest.raises(ValueError, match="Delete that directory"):
+        accuracy.check_scored_counts([171 / 256], 10_000, "run")
