@@ -54,6 +54,30 @@ def test_the_zoo_pairs_of_equal_widths_are_found_and_others_refused():
         "stem_relu", "stage1", "stage2", "stage3"]
     with pytest.raises(ValueError, match="equal widths"):
         distillers.FSPDistiller(resnet20, models.get("resnet8_narrow", 10, input_shape=(16, 16, 3)), init_steps=1)
+    # num_stages=K: the deepest K sections, each from its input.
+    assert distillers.FSPDistiller(resnet56, resnet20, init_steps=1, num_stages=2).teacher_stages == [
+        "stage1", "stage2", "stage3"]
+
+
+@pytest.mark.parametrize("teacher, student, shape, maps", [
+    # The Wide ResNets' first section starts at the stem convolution
+    # (pre-activation): three matrices, as in the paper.
+    ("wrn_40_2", "wrn_16_2", (16, 16, 3), ["stem_conv", "stage1", "stage2", "stage3"]),
+    # The ImageNet ResNets: detection already finds the stem (its own
+    # resolution); four sections, the stem never twice.
+    ("resnet34_imagenet", "resnet18_imagenet", (64, 64, 3),
+     ["stem_relu", "stage1", "stage2", "stage3", "stage4"]),
+])
+def test_every_zoo_pair_gets_one_flow_matrix_per_residual_section(teacher, student, shape, maps):
+    teacher = models.get(teacher, 10, input_shape=shape)
+    student = models.get(student, 10, input_shape=shape)
+    distiller = distillers.FSPDistiller(teacher, student, init_steps=1)
+    assert distiller.teacher_stages == maps and distiller.student_stages == maps
+    # The ImageNet config's num_stages=4 keeps the four sections, stem included.
+    assert distillers.FSPDistiller(teacher, student, init_steps=1, num_stages=len(maps) - 1).teacher_stages == maps
+    images = np.zeros((2, *shape), "float32")
+    features = distiller.student_outputs(images, training=False)["features"]
+    assert len(features) == len(maps)
 
 
 def test_the_fsp_stage_trains_only_on_flow_matrices_then_only_on_labels(teacher, batch):

@@ -9,8 +9,39 @@ from hksan_keras.distillers.base import StageDistiller
 from hksan_keras.options import Option
 from hksan_keras.taps import resolve_stages
 
-# The zoo's stem output: the input of the first residual section.
-STEM = "stem_relu"
+# The zoo's stem outputs, the input of the first residual section: the
+# ResNets' ReLU after the stem, the (pre-activation) Wide ResNets' stem
+# convolution. The first one a model has is its stem.
+STEMS = ("stem_relu", "stem_conv")
+
+
+def flow_maps(teacher, student, num_stages=None):
+    """The detected maps of both models whose consecutive pairs are FSP's matrices.
+
+    One matrix per residual section, from its input to its output (Yim et
+    al., section 3.2): the detected stages, preceded by the stem where both
+    models have one of `STEMS` that detection did not already return; with
+    `num_stages=K`, the deepest K sections (their K + 1 maps, the first
+    being the output of the section before, or the stem).
+
+    Args:
+        teacher, student: Functional or Sequential `keras.Model`s.
+        num_stages: Sections to keep, the deepest; `None` keeps all.
+
+    Returns:
+        `(teacher_maps, student_maps)`, lists of layer paths, shallow to deep.
+    """
+    maps = []
+    for model, role in ((teacher, "teacher"), (student, "student")):
+        names = {layer.name for layer in model.layers}
+        maps.append((resolve_stages(model, role=role), next((s for s in STEMS if s in names), None)))
+    with_stem = all(stem is not None for _, stem in maps)
+    result = []
+    for stages, stem in maps:
+        if with_stem and stem not in stages:
+            stages = [stem, *stages]
+        result.append(stages if num_stages is None else stages[-(num_stages + 1):])
+    return tuple(result)
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -29,12 +60,15 @@ class FSPDistiller(StageDistiller):
     `G^i = losses.flow_matrix(F^i, F^{i+1})` between consecutive stage
     outputs (the larger map pooled to the smaller). The paper has one matrix
     per residual section, from its input to its output: for the first
-    section that input is the stem's output. With detected stages, a model
-    that has the zoo's stem layer ("stem_relu") gets it as its first map, so
-    the zoo's CIFAR ResNets get three matrices, as in the paper and
-    RepDistiller; other models get one matrix per pair of consecutive
-    detected stages (name the layer that feeds the first stage among
-    `teacher_stages` and `student_stages` to add the first section).
+    section that input is the stem's output. With detected stages
+    (`flow_maps`), models that both have a zoo stem layer ("stem_relu" of
+    the ResNets, "stem_conv" of the Wide ResNets) get it as their first map,
+    so the zoo's CIFAR ResNets and Wide ResNets get three matrices, as in
+    the paper and RepDistiller, and the ImageNet ResNets four;
+    `num_stages=K` keeps the deepest K sections (K matrices). Other models
+    get one matrix per pair of consecutive detected stages (name the layer
+    that feeds the first stage among `teacher_stages` and `student_stages`
+    to add the first section).
     Teacher and student stages must have equal widths (their matrices are
     compared entry by entry). The initialisation runs inside the training
     budget, so the label stage gets `init_steps` fewer steps than the other
@@ -84,10 +118,9 @@ class FSPDistiller(StageDistiller):
                 "stage (RepDistiller: 30 epochs, init_steps=30 * steps_per_epoch)."
             )
         kwargs.setdefault("name", "fsp_distiller")
-        if teacher_stages is None and student_stages is None and num_stages is None and all(
-                STEM in [layer.name for layer in model.layers] for model in (teacher, student)):
-            teacher_stages = [STEM, *resolve_stages(teacher, role="teacher")]
-            student_stages = [STEM, *resolve_stages(student, role="student")]
+        if teacher_stages is None and student_stages is None:
+            teacher_stages, student_stages = flow_maps(teacher, student, num_stages)
+            num_stages = None
         super().__init__(teacher, student, teacher_stages=teacher_stages, student_stages=student_stages,
                          num_stages=num_stages, label_weight=label_weight,
                          global_clipnorm=global_clipnorm, **kwargs)
