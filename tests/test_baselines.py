@@ -137,9 +137,16 @@ def test_every_method_round_trips_through_keras_files_with_its_optimizer(
     assert type(restored) is type(distiller)
     np.testing.assert_allclose(restored.predict(batch[0], verbose=0),
                                distiller.predict(batch[0], verbose=0), atol=1e-5)
+    # Every variable comes back, the method's own included (VID's
+    # regressors and variances, ReviewKD's fusions and their batch
+    # statistics, CRD's memories, the discriminators).
+    assert [v.path for v in restored.weights] == [v.path for v in distiller.weights]
+    for original, loaded in zip(distiller.weights, restored.weights):
+        np.testing.assert_allclose(np.array(loaded), np.array(original), atol=1e-6, err_msg=original.path)
     # Compiled again, with the optimizer's state (step count, momentum).
     assert int(restored.optimizer.iterations.numpy()) == 2
     np.testing.assert_allclose(float(restored.optimizer.momentum), 0.9)
+    assert len(restored.optimizer.variables) == len(distiller.optimizer.variables)
     for original, loaded in zip(distiller.optimizer.variables, restored.optimizer.variables):
         np.testing.assert_allclose(np.array(loaded), np.array(original), atol=1e-6)
     restored.fit(*fit_inputs(method, batch), batch_size=16, epochs=1, verbose=0)

@@ -67,11 +67,13 @@ class FitNetsDistiller(StageDistiller):
         self.hint_weight = float(hint_weight)
         self.regressor = keras.Sequential(
             [
+                # Named, so that its variables' paths are the same in every
+                # process (a saved distiller reads back under the same names).
                 keras.layers.Conv2D(
-                    self.teacher_shapes[self.hint_index][-1], 3, padding="same", dtype="float32"
+                    self.teacher_shapes[self.hint_index][-1], 3, padding="same", dtype="float32", name="conv"
                 ),
-                keras.layers.BatchNormalization(momentum=0.9, dtype="float32"),
-                keras.layers.ReLU(dtype="float32"),
+                keras.layers.BatchNormalization(momentum=0.9, dtype="float32", name="bn"),
+                keras.layers.ReLU(dtype="float32", name="relu"),
             ],
             name="hint_regressor",
         )
