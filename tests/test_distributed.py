@@ -24,7 +24,7 @@ HELPERS = REPO_ROOT / "tests" / "helpers"
 # must be evenly divisible by filter depth"); its reference kernels (and
 # GPUs) run it, so the cases where a replica gets no example run without
 # oneDNN.
-_EVEN = ["hksan-64", "kd-64", "kd_clipped-64", "kd_clipped-35", "kd-35", "hksan-35", "vid-35", "fsp-35"]
+_EVEN = ["hksan-64", "kd-64", "kd_clipped-64", "kd_clipped-35", "kd-35", "hksan-35", "vid-35", "fsp-35", "kd+ls-35", "dkd+ls-35"]
 _EMPTY = ["kd-33", "hksan-33"]
 GROUPS = {
     (1, True): _EVEN,
@@ -121,10 +121,12 @@ def test_uneven_last_batches_train_the_same_model_as_one_device(fits, method, nu
         np.testing.assert_allclose(mirrored[key], single[key], rtol=1e-3, atol=atol, err_msg=key)
 
 
-@pytest.mark.parametrize("method, term", [("vid", "vid_loss"), ("fsp", "fsp_loss")])
-def test_newer_stage_methods_train_the_same_model_on_two_replicas_as_on_one_device(fits, method, term):
+@pytest.mark.parametrize("method, term", [("vid", "vid_loss"), ("fsp", "fsp_loss"), ("kd+ls", "kd_loss"),
+                                          ("dkd+ls", "dkd_loss")])
+def test_newer_methods_train_the_same_model_on_two_replicas_as_on_one_device(fits, method, term):
     # VID's regressors and variances are replicated like the student; FSP's
-    # switch from its FSP stage to the labels follows the step count.
+    # switch from its FSP stage to the labels follows the step count; the
+    # logit standardisation is per example (a 2 + 1 split changes nothing).
     single = fits(1, f"{method}-35")
     mirrored = fits(2, f"{method}-35")
     assert f"history_{term}" in single

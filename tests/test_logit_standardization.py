@@ -72,3 +72,40 @@ def test_logit_standardization_is_an_option_of_kd_and_dkd(teacher, student):
     b = ls.loss_terms(LABELS, {"logits": TEACHER}, {"logits": STUDENT})["kd_loss"]
     assert float(a) == pytest.approx(float(b), rel=1e-6)
     assert distillers.KDLSDistiller.from_config(ls.get_config()).logit_standardization is True
+
+
+def _dkd(labels, teacher, student, alpha, beta, temperature):
+    # Zhao et al. (CVPR 2022), eq. 7, written out: alpha TCKD + beta NCKD,
+    # each T^2 KL, batch mean; NCKD over the non-target classes only.
+    rows = np.arange(len(labels))
+    p_t, p_s = _softmax(teacher / temperature), _softmax(student / temperature)
+    b_t = np.stack([p_t[rows, labels], 1 - p_t[rows, labels]], -1)
+    b_s = np.stack([p_s[rows, labels], 1 - p_s[rows, labels]], -1)
+    tckd = np.sum(b_t * np.log(b_t / b_s), -1)
+    others = np.ones_like(teacher, bool)
+    others[rows, labels] = False
+    q_t = _softmax(np.where(others, teacher / temperature, -np.inf))
+    q_s = _softmax(np.where(others, student / temperature, -np.inf))
+    nckd = np.sum(np.where(others, q_t * np.log(np.where(others, q_t / np.where(others, q_s, 1.0), 1.0)), 0.0), -1)
+    return temperature ** 2 * np.mean(alpha * tckd + beta * nckd)
+
+
+def test_dkd_ls_term_is_the_papers_formula_on_z_scores(teacher, student):
+    expected = _dkd(LABELS, _z(TEACHER).astype("float64"), _z(STUDENT).astype("float64"), 9.0, 72.0, 2.0)
+    terms = distillers.DKDLSDistiller(teacher, student).loss_terms(
+        LABELS, {"logits": TEACHER}, {"logits": STUDENT})
+    assert float(terms["dkd_loss"]) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("method", ["kd+ls", "dkd+ls"])
+def test_the_standardized_terms_vanish_for_any_scale_and_shift_of_the_teachers_logits(method, teacher, student):
+    # Sun et al.'s point: a student whose logits are an affine copy of the
+    # teacher's (scale 3, shift 5) has learnt its relations: zero with
+    # standardisation, far from zero without.
+    term = distillers.get(method).LOSS_TERMS[-1]
+    copy = {"logits": 3.0 * TEACHER + 5.0}
+    standardized = distillers.get(method)(teacher, student).loss_terms(LABELS, {"logits": TEACHER}, copy)[term]
+    # float32 round-off in the KL, times DKD+LS's weights (beta 72, T^2 4).
+    assert abs(float(standardized)) < 1e-4
+    plain = distillers.get(method.split("+")[0])(teacher, student).loss_terms(LABELS, {"logits": TEACHER}, copy)[term]
+    assert float(plain) > 0.1
