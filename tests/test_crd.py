@@ -77,6 +77,57 @@ def test_a_step_moves_only_the_batchs_memory_entries_with_momentum(teacher, stud
     np.testing.assert_array_equal(np.array(distiller.normalizers), normalizers)  # set once
 
 
+def test_the_crd_term_is_both_directions_nce_with_z_from_the_first_batch_by_hand(teacher, student, monkeypatch):
+    # Tian et al. eq. 18-19 as RepDistiller computes them: each network's
+    # embedding of the pooled deepest features is scored against the OTHER
+    # network's memory at the example's own entry and its negatives,
+    # exp(v . m / tau) / Z with Z = mean score x N fixed at the first batch.
+    n, k, d, tau = 6, 3, 4, 0.5
+    distiller = distillers.CRDDistiller(teacher, student, num_examples=n, num_negatives=k, feature_dim=d,
+                                        temperature=tau)
+    rng = np.random.default_rng(3)
+    student_memory = _l2(rng.normal(size=(n, d))).astype("float32")
+    teacher_memory = _l2(rng.normal(size=(n, d))).astype("float32")
+    distiller.student_memory.assign(student_memory)
+    distiller.teacher_memory.assign(teacher_memory)
+    negatives = np.array([[1, 2, 3], [0, 0, 5]], "int32")
+    monkeypatch.setattr(distiller, "_negatives", lambda index, classes: keras.ops.convert_to_tensor(negatives))
+    index = np.array([4, 2], "int32")
+    labels = np.array([1, 7])
+    student_map = rng.normal(size=(2, 2, 2, 12)).astype("float32")
+    teacher_map = rng.normal(size=(2, 2, 2, 24)).astype("float32")
+    logits = rng.normal(size=(2, 10)).astype("float32")
+    distiller.unpack_batch(({"images": np.zeros((2, 16, 16, 3), "float32"), "index": index}, labels))
+    terms = distiller.loss_terms(labels, {"logits": logits, "features": [teacher_map]},
+                                 {"logits": logits, "features": [student_map]})
+
+    def embed(layer, feature_map):
+        kernel, bias = (np.array(w) for w in layer.weights)
+        return _l2(feature_map.mean(axis=(1, 2)) @ kernel + bias)
+
+    student_vector = embed(distiller.student_embedding, student_map)
+    teacher_vector = embed(distiller.teacher_embedding, teacher_map)
+    contrast = np.concatenate([index[:, None], negatives], axis=1)
+
+    def nce(vectors, memory):
+        scores = np.exp(np.einsum("bkd,bd->bk", memory[contrast], vectors) / tau)
+        z = scores.mean() * n
+        noise = k / n
+        x = scores / z
+        value = -np.mean(np.log(x[:, 0] / (x[:, 0] + noise + 1e-7))
+                         + np.sum(np.log(noise / (x[:, 1:] + noise + 1e-7)), axis=1))
+        return value, z
+
+    student_side, z_student = nce(student_vector, teacher_memory)
+    teacher_side, z_teacher = nce(teacher_vector, student_memory)
+    assert float(terms["crd_loss"]) == pytest.approx(student_side + teacher_side, rel=1e-4)
+    np.testing.assert_allclose(np.array(distiller.normalizers), [z_student, z_teacher], rtol=1e-4)
+    # The banks moved after scoring: the batch's entries only, momentum 0.5.
+    np.testing.assert_allclose(np.array(distiller.student_memory)[index],
+                               _l2(0.5 * student_memory[index] + 0.5 * student_vector), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.array(distiller.teacher_memory)[[0, 1, 3, 5]], teacher_memory[[0, 1, 3, 5]])
+
+
 def test_negatives_come_from_other_classes_once_the_classes_are_known(teacher, student):
     distiller = distillers.CRDDistiller(teacher, student, num_examples=50, num_negatives=64)
     classes = np.arange(50) % 5
