@@ -51,3 +51,35 @@ def test_every_stage_of_a_zoo_pair_gets_a_regressor_and_fit_trains_them(batch):
     assert np.isfinite(history.history["vid_loss"][-1])
     assert all(np.array_equal(b, np.array(v)) for b, v in zip(teacher_before, teacher.weights))
     assert any(not np.allclose(b, np.array(r.alpha)) for b, r in zip(alpha_before, distiller.regressors))
+
+
+def _pool(x, factor):
+    b, h, w, c = x.shape
+    return x.reshape(b, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+
+
+def test_the_distillers_term_sums_every_stage_with_the_larger_map_pooled_by_hand(teacher, student):
+    distiller = distillers.VIDDistiller(teacher, student)
+    rng = np.random.default_rng(2)
+    for regressor in distiller.regressors:
+        regressor.alpha.assign(rng.normal(size=regressor.alpha.shape).astype("float32"))
+    # Stage 1: the student's map is twice the teacher's size; stage 2: the
+    # teacher's is; stage 3: equal. Widths are the fixtures' (4/8/12, 8/16/24).
+    student_maps = [rng.normal(size=s).astype("float32") for s in [(2, 4, 4, 4), (2, 2, 2, 8), (2, 2, 2, 12)]]
+    teacher_maps = [rng.normal(size=s).astype("float32") for s in [(2, 2, 2, 8), (2, 4, 4, 16), (2, 2, 2, 24)]]
+    logits = rng.normal(size=(2, 10)).astype("float32")
+    terms = distiller.loss_terms(np.array([0, 1]), {"logits": logits, "features": teacher_maps},
+                                 {"logits": logits, "features": student_maps})
+    expected = 0.0
+    for regressor, s_map, t_map in zip(distiller.regressors, student_maps, teacher_maps):
+        if s_map.shape[1] > t_map.shape[1]:
+            s_map = _pool(s_map, s_map.shape[1] // t_map.shape[1])
+        elif t_map.shape[1] > s_map.shape[1]:
+            t_map = _pool(t_map, t_map.shape[1] // s_map.shape[1])
+        mean = s_map
+        for i, convolution in enumerate(regressor.convolutions):
+            mean = mean @ np.array(convolution.kernel)[0, 0]
+            mean = np.maximum(mean, 0.0) if i < 2 else mean
+        variance = np.log1p(np.exp(np.array(regressor.alpha))) + 1e-5
+        expected += np.mean(0.5 * ((mean - t_map) ** 2 / variance + np.log(variance)))
+    assert float(terms["vid_loss"]) == pytest.approx(expected, rel=1e-4)
