@@ -24,7 +24,8 @@ HELPERS = REPO_ROOT / "tests" / "helpers"
 # must be evenly divisible by filter depth"); its reference kernels (and
 # GPUs) run it, so the cases where a replica gets no example run without
 # oneDNN.
-_EVEN = ["hksan-64", "kd-64", "kd_clipped-64", "kd_clipped-35", "kd-35", "hksan-35", "vid-35", "fsp-35", "kd+ls-35", "dkd+ls-35"]
+_EVEN = ["hksan-64", "kd-64", "kd_clipped-64", "kd_clipped-35", "kd-35", "hksan-35", "vid-35", "fsp-35",
+         "kd+ls-35", "dkd+ls-35", "crd_frozen-35"]
 _EMPTY = ["kd-33", "hksan-33"]
 GROUPS = {
     (1, True): _EVEN,
@@ -140,6 +141,23 @@ def test_crd_keeps_the_copies_of_its_memory_bank_equal_on_two_replicas(fits):
     assert int(mirrored["memory_copies"]) == 2 and bool(mirrored["memory_copies_equal"])
     for key in (k for k in mirrored if k.startswith(("history_", "evaluate_", "student_"))):
         assert np.all(np.isfinite(mirrored[key])), key
+
+
+def test_crd_fills_its_memory_banks_on_two_replicas_as_on_one_device(fits):
+    # Networks held still (learning rate 0): two epochs of 35 images in
+    # batches of 16, the last split 2 + 1, write every row of both banks
+    # and each example's class exactly as one device does. (Z, set at the
+    # first batch, averages scores of randomly drawn negatives: each
+    # replica draws its own, so it is not one device's value.)
+    single = fits(1, "crd_frozen-35")
+    mirrored = fits(2, "crd_frozen-35")
+    assert bool(mirrored["memory_copies_equal"])
+    np.testing.assert_array_equal(mirrored["memory_memory_classes"], single["memory_memory_classes"])
+    assert np.all(single["memory_memory_classes"] >= 0)  # every example seen
+    for name in ("student_memory", "teacher_memory"):
+        np.testing.assert_allclose(mirrored[f"memory_{name}"], single[f"memory_{name}"], rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+    assert np.all(mirrored["memory_normalizers"] > 0)
 
 
 @pytest.mark.parametrize("method, term", [("dist", "intra_class_loss"), ("reviewkd", "review_loss")])

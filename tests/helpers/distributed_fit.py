@@ -62,13 +62,16 @@ def plain_cnn_case(method, num_images):
             # A norm every step exceeds: clipping acts on every update.
             distiller = hksan_keras.distillers.get("kd")(teacher, student, global_clipnorm=0.05)
             distiller.compile(optimizer=keras.optimizers.SGD(0.05))
-        elif method == "crd":
+        elif method in ("crd", "crd_frozen"):
             # Its batches carry each example's index (the memory bank's row).
+            # crd_frozen: no step moves the networks, so the memories that
+            # the embeddings fill do not depend on the negatives drawn (each
+            # replica draws its own) and can be compared with one device's.
             dataset = tf.data.Dataset.from_tensor_slices(
                 ({"images": images, "index": np.arange(num_images)}, labels)).batch(16)
-            distiller = hksan_keras.distillers.get(method)(teacher, student, num_examples=num_images,
-                                                           num_negatives=16)
-            distiller.compile(optimizer=keras.optimizers.SGD(0.05))
+            distiller = hksan_keras.distillers.get("crd")(teacher, student, num_examples=num_images,
+                                                          num_negatives=16)
+            distiller.compile(optimizer=keras.optimizers.SGD(0.0 if method == "crd_frozen" else 0.05))
         elif method == "fsp":
             # Two steps of the FSP stage, then the labels.
             distiller = hksan_keras.distillers.get(method)(teacher, student, init_steps=2)
@@ -79,11 +82,14 @@ def plain_cnn_case(method, num_images):
     history = distiller.fit(dataset, epochs=2, verbose=0).history
     evaluation = distiller.evaluate(dataset, verbose=0, return_dict=True)
     memory = {}
-    if method == "crd":
+    if method in ("crd", "crd_frozen"):
         # Every replica applied every replica's updates: the copies are equal.
         copies = [np.array(v) for v in strategy.experimental_local_results(distiller.student_memory.value)]
         memory["memory_copies_equal"] = all(np.array_equal(copies[0], c) for c in copies)
         memory["memory_copies"] = len(copies)
+        for name in ("student_memory", "teacher_memory", "memory_classes", "normalizers"):
+            memory[f"memory_{name}"] = np.array(strategy.experimental_local_results(
+                getattr(distiller, name).value)[0])
     return {
         "replicas": strategy.num_replicas_in_sync,
         **memory,
