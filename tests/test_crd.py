@@ -125,6 +125,8 @@ def test_the_crd_term_is_both_directions_nce_with_z_from_the_first_batch_by_hand
     # The banks moved after scoring: the batch's entries only, momentum 0.5.
     np.testing.assert_allclose(np.array(distiller.student_memory)[index],
                                _l2(0.5 * student_memory[index] + 0.5 * student_vector), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(np.array(distiller.teacher_memory)[index],
+                               _l2(0.5 * teacher_memory[index] + 0.5 * teacher_vector), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.array(distiller.teacher_memory)[[0, 1, 3, 5]], teacher_memory[[0, 1, 3, 5]])
 
 

@@ -57,6 +57,8 @@ def test_the_zoo_pairs_of_equal_widths_are_found_and_others_refused():
     # num_stages=K: the deepest K sections, each from its input.
     assert distillers.FSPDistiller(resnet56, resnet20, init_steps=1, num_stages=2).teacher_stages == [
         "stage1", "stage2", "stage3"]
+    with pytest.raises(ValueError, match=r"num_stages=4 asks for 4 sections, 5 maps, and the teacher has 4"):
+        distillers.FSPDistiller(resnet56, resnet20, init_steps=1, num_stages=4)
 
 
 @pytest.mark.parametrize("teacher, student, shape, maps", [

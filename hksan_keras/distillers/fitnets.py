@@ -68,7 +68,7 @@ class FitNetsDistiller(StageDistiller):
         self.regressor = keras.Sequential(
             [
                 # Named, so that its variables' paths are the same in every
-                # process (a saved distiller reads back under the same names).
+                # process (auto-generated names count the layers made before).
                 keras.layers.Conv2D(
                     self.teacher_shapes[self.hint_index][-1], 3, padding="same", dtype="float32", name="conv"
                 ),

@@ -30,18 +30,31 @@ def flow_maps(teacher, student, num_stages=None):
 
     Returns:
         `(teacher_maps, student_maps)`, lists of layer paths, shallow to deep.
+
+    Raises:
+        ValueError: A model has fewer than `num_stages + 1` maps, or the two
+            models have different numbers of maps; the message lists them.
     """
-    maps = []
+    found = []
     for model, role in ((teacher, "teacher"), (student, "student")):
         names = {layer.name for layer in model.layers}
-        maps.append((resolve_stages(model, role=role), next((s for s in STEMS if s in names), None)))
-    with_stem = all(stem is not None for _, stem in maps)
-    result = []
-    for stages, stem in maps:
-        if with_stem and stem not in stages:
-            stages = [stem, *stages]
-        result.append(stages if num_stages is None else stages[-(num_stages + 1):])
-    return tuple(result)
+        found.append((resolve_stages(model, role=role), next((s for s in STEMS if s in names), None)))
+    with_stem = all(stem is not None for _, stem in found)
+    maps = [[stem, *stages] if with_stem and stem not in stages else stages for stages, stem in found]
+    if num_stages is not None:
+        for role, model_maps in zip(("teacher", "student"), maps):
+            if len(model_maps) < num_stages + 1:
+                raise ValueError(
+                    f"FSP's num_stages={num_stages} asks for {num_stages} sections, {num_stages + 1} maps, and "
+                    f"the {role} has {len(model_maps)}: {model_maps}. Choose num_stages <= "
+                    f"{len(model_maps) - 1}, or name the maps (teacher_stages=[...], student_stages=[...]).")
+        maps = [model_maps[-(num_stages + 1):] for model_maps in maps]
+    if len(maps[0]) != len(maps[1]):
+        raise ValueError(
+            f"FSP pairs the teacher's maps {maps[0]} with the student's {maps[1]}: they must be as many. "
+            f"Pass num_stages=K for the deepest K sections of both (K <= {min(map(len, maps)) - 1}), or "
+            "name the maps (teacher_stages=[...], student_stages=[...]).")
+    return tuple(maps)
 
 
 @keras.saving.register_keras_serializable(package="hksan_keras")
@@ -82,14 +95,17 @@ class FSPDistiller(StageDistiller):
         init_steps: Student steps of the FSP stage, >= 1 (required: it
             depends on the data; 30 epochs' steps in RepDistiller).
         fsp_weight: Weight of the FSP term after the FSP stage.
-        teacher_stages, student_stages, num_stages, label_weight,
-            global_clipnorm: See `StageDistiller` and `Distiller`.
+        num_stages: With detection, the deepest `num_stages` residual
+            sections (`num_stages + 1` maps; `flow_maps`).
+        teacher_stages, student_stages, label_weight, global_clipnorm: See
+            `StageDistiller` and `Distiller`.
         **kwargs: Standard `keras.Model` arguments (`name`).
 
     Raises:
         TypeError, ValueError: An option outside its values
-            (docs/options.md), no `init_steps`, fewer than two stages, or
-            stage widths that differ between teacher and student.
+            (docs/options.md), no `init_steps`, fewer than two stages, more
+            sections asked for than a model has, or stage widths that differ
+            between teacher and student.
 
     Example:
 
@@ -105,6 +121,9 @@ class FSPDistiller(StageDistiller):
         Option("init_epochs", 30, "steps",
                "the FSP stage in epochs (configs; converted to init_steps; RepDistiller's 30)", constructor=False),
         Option("fsp_weight", 0.0, "weight", "weight of the FSP term after the FSP stage (0: labels only)"),
+        Option("num_stages", None, "steps",
+               "with detection, keep only the deepest num_stages residual sections (num_stages + 1 maps)",
+               nullable=True, config=False),
     )
 
     def __init__(self, teacher, student, init_steps=OPTIONS.init_steps, fsp_weight=OPTIONS.fsp_weight,
