@@ -24,6 +24,7 @@ sample standard deviations, wall times), <protocol>.md (the table) and
 """
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -158,15 +159,17 @@ def check_scored_counts(curve, examples, where):
                 "protocol to train it again.")
 
 
-def _scored_examples(spec):
-    """The size of a run's scored split (its `data` section), from TFDS's
-    metadata; None, with a warning, where the data directory lacks it."""
+@functools.lru_cache(maxsize=None)
+def _scored_examples(dataset, split, data_dir, size):
+    """The size of a run's scored split, from TFDS's metadata, read once per
+    split for all the runs that score it; None, with one warning, where the
+    data directory lacks it."""
     from hksan_keras.data import num_examples
 
     try:
-        return num_examples(spec["dataset"], spec["test_split"], spec["data_dir"], spec["test_size"])
+        return num_examples(dataset, split, data_dir, size)
     except Exception as error:  # noqa: BLE001 - TFDS raises several kinds for unprepared data
-        print(f"   warning: the size of {spec['dataset']} {spec['test_split']} is unknown here ({error}); "
+        print(f"   warning: the size of {dataset} {split} is unknown here ({error}); "
               "the runs' accuracies are not checked as counts", flush=True)
         return None
 
@@ -243,7 +246,8 @@ def run_config(experiment, protocols, protocol, config_path, variants, seeds, da
             with open(os.path.join(step, "metrics.json")) as f:
                 final = json.load(f)
             curve = [r["val_accuracy"] for r in callbacks.read_metrics(os.path.join(step, "metrics.jsonl"))]
-            examples = _scored_examples(config["data"])
+            spec = config["data"]
+            examples = _scored_examples(spec["dataset"], spec["test_split"], spec["data_dir"], spec["test_size"])
             if examples is not None:
                 check_scored_counts(curve, examples, step)
             runs[name].append({
