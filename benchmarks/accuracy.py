@@ -17,6 +17,16 @@ Finished runs are read back rather than trained again, and an interrupted one
 resumes, so the command can be rerun after a stop. A validation protocol
 trains on the same images as its test protocol and reuses its teacher.
 
+A campaign can outlive its run directory (a new checkout, another machine):
+each trained teacher's weights and record are kept in
+benchmarks/teachers/<protocol root>/<config>.weights.h5 (and .json) and a
+later invocation loads them instead of training again; each finished run's
+row in the results file carries the SHA-256 of its settings and of its
+teacher's weights, and a later invocation takes a row whose run is not in
+the run directory from the results file it is about to rewrite when both
+hashes match, instead of training it again. Commit both to carry a campaign
+over.
+
 Writes benchmarks/results/<protocol>.json (for each variant: every run's
 best-epoch and last-epoch test accuracy and per-epoch curve, their means and
 sample standard deviations, wall times), <protocol>.md (the table) and
@@ -174,6 +184,98 @@ def _scored_examples(dataset, split, data_dir, size):
         return None
 
 
+def _git_revision():
+    """The checkout's commit, with "+changes" where tracked files differ from it; None outside git."""
+    import subprocess
+
+    root = os.path.dirname(PROTOCOLS_DIR)
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=root).stdout.strip()
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True, check=True, cwd=root).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if changed else "")
+
+
+def weights_sha256(model):
+    """SHA-256 of a model's weight values in order, trainable or not: the
+    teacher's identity, the same whether it was trained here or loaded from a
+    kept `.weights.h5` (a `.keras` file's bytes differ between saves of the
+    same weights)."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def _run_sha256(settings, seed, teacher_sha256):
+    """SHA-256 of what a run trains: its settings (`_settings`), seed and teacher."""
+    text = json.dumps({"settings": settings, "seed": seed, "teacher": teacher_sha256}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _teacher(experiment, teacher_config, teacher_root, kept, read_only):
+    """The config's teacher in `teacher_root`: trained, or loaded from the
+    kept weights at `kept` (+ ".weights.h5", ".json") where they exist; kept
+    there after training where they do not.
+
+    Returns:
+        (path of its `.keras` file, its record: accuracies, training seconds,
+        `weights_sha256`).
+
+    Raises:
+        SystemExit: The run directory's teacher is not the kept one, or
+            `read_only` and there is no teacher.
+    """
+    import keras
+
+    metrics = os.path.join(teacher_root, "teacher", "metrics.json")
+    path = os.path.join(teacher_root, "teacher", "last.keras")
+    record = None
+    if kept and os.path.exists(kept + ".json"):
+        with open(kept + ".json") as f:
+            record = json.load(f)
+    if not os.path.exists(metrics):
+        if read_only and record is None:
+            sys.exit(f"--read_only: no trained teacher at {metrics} or {kept}.json.")
+        if record is not None:
+            print(f"teacher: loading the kept {kept}.weights.h5", flush=True)
+            teacher_config = dict(teacher_config, teacher=dict(teacher_config["teacher"],
+                                                               weights=kept + ".weights.h5"))
+        experiment.train_on_labels(dict(teacher_config, run_dir=teacher_root), "teacher", verbose=0)
+    model = keras.saving.load_model(path, compile=False)
+    identity = weights_sha256(model)
+    if record is None:
+        with open(metrics) as f:
+            record = dict(json.load(f), weights_sha256=identity, revision=_git_revision())
+        if kept:
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
+            model.save_weights(kept + ".weights.h5")
+            with open(kept + ".json", "w") as f:
+                json.dump(record, f, indent=2)
+            print(f"teacher: kept in {kept}.weights.h5", flush=True)
+    elif record["weights_sha256"] != identity:
+        sys.exit(f"The teacher in {teacher_root}/teacher is not the kept one ({kept}.weights.h5, weights "
+                 f"SHA-256 {record['weights_sha256'][:12]} against {identity[:12]}): delete one of the two "
+                 "(the run directory's teacher, and its runs, or the kept files) and rerun.")
+    return path, record
+
+
+def _previous_rows(path):
+    """{(config, variant, seed, run SHA-256): row} of an earlier results file."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        earlier = json.load(f)
+    return {(config, variant, run["seed"], run["run_sha256"]): run
+            for config, results in earlier["configs"].items()
+            for variant, runs in results["runs"].items() for run in runs if "run_sha256" in run}
+
+
 def _summary(values):
     return {
         "mean": statistics.mean(values),
@@ -182,13 +284,18 @@ def _summary(values):
 
 
 def run_config(experiment, protocols, protocol, config_path, variants, seeds, data_dir, overrides, runs_dir,
-               teacher_path=None, read_only=False):
-    """Teacher once, then every (seed, variant); returns {variant: [run, ...]}.
+               teacher_path=None, read_only=False, teachers_dir=None, previous=None, on_run=None):
+    """Teacher once, then every (seed, variant); returns the config's results,
+    with {variant: [run, ...]} under "runs".
 
     A run that diverges (`DivergenceError`) is recorded as diverged, with its
-    message, and the protocol goes on.
+    message, and the protocol goes on. A run missing from `runs_dir` whose
+    row is in `previous` (`_previous_rows`) with the same run SHA-256 is
+    taken from there. `on_run(results)` is called before each run trains,
+    with the rows known so far, so that they can be written out.
     """
-    from hksan_keras import callbacks
+    import keras
+
     from hksan_keras.callbacks import DivergenceError
     from hksan_keras.config import resolve_config
     from hksan_keras.runs import distill_step_name
@@ -200,71 +307,92 @@ def run_config(experiment, protocols, protocol, config_path, variants, seeds, da
     suffix = "-" + hashlib.sha1(json.dumps(extra).encode()).hexdigest()[:8] if extra else ""
     root = os.path.join(runs_dir, protocol["root"], base["name"]) + suffix
     if teacher_path:
-        teacher = {"last_epoch_test_accuracy": None, "seconds_this_invocation": 0.0}
+        teacher = {"last_epoch_test_accuracy": None, "seconds_this_invocation": 0.0,
+                   "weights_sha256": weights_sha256(keras.saving.load_model(teacher_path, compile=False))}
     else:
         # A validation protocol reuses the teacher of its test protocol.
         owner = protocols[protocol.get("teacher_protocol", protocol["name"])]
         teacher_config = resolve_config(
             config_path, owner.get("overrides", []) + extra, data_dir=data_dir)
         teacher_root = os.path.join(runs_dir, owner["root"], base["name"]) + suffix
-        teacher_metrics = os.path.join(teacher_root, "teacher", "metrics.json")
-        if not os.path.exists(teacher_metrics):
-            if read_only:
-                sys.exit(f"--read_only: no trained teacher at {teacher_metrics}.")
-            experiment.train_on_labels(dict(teacher_config, run_dir=teacher_root), "teacher", verbose=0)
-        with open(teacher_metrics) as f:
-            teacher = json.load(f)
-        teacher_path = os.path.join(teacher_root, "teacher", "last.keras")
+        kept = os.path.join(teachers_dir, owner["root"], base["name"] + suffix) if teachers_dir else None
+        teacher_path, teacher = _teacher(experiment, teacher_config, teacher_root, kept, read_only)
 
-    runs = {name: [] for name in variants}
+    previous = previous or {}
+    name_of_config = os.path.splitext(os.path.basename(config_path))[0]
+    rows, to_train = {}, []
     for seed in seeds:
         for name, (method, variant_overrides) in variants.items():
+            variant_config = overrides + variant_overrides + [f"distill.method={method}"]
             config = resolve_config(
-                config_path,
-                overrides + variant_overrides + [
-                    f"distill.method={method}", f"seed={seed}", f"teacher.path={teacher_path}",
-                ],
+                config_path, variant_config + [f"seed={seed}", f"teacher.path={teacher_path}"],
                 run_dir=os.path.join(root, f"seed_{seed}", name),
                 data_dir=data_dir,
             )
-            step = os.path.join(config["run_dir"], distill_step_name(method))
-            diverged = os.path.join(step, "diverged.json")
-            if not os.path.exists(os.path.join(step, "metrics.json")) and not os.path.exists(diverged):
-                if read_only:
-                    continue
-                print(f"== {base['name']} {name} seed {seed}", flush=True)
-                try:
-                    experiment.distill(config, verbose=0)
-                except DivergenceError as error:
-                    print(f"   diverged: {error}", flush=True)
-                    with open(diverged, "w") as f:
-                        json.dump({"message": str(error)}, f, indent=2)
-            if os.path.exists(diverged):
-                with open(diverged) as f:
-                    runs[name].append({"seed": seed, "diverged": json.load(f)["message"]})
-                continue
-            with open(os.path.join(step, "metrics.json")) as f:
-                final = json.load(f)
-            curve = [r["val_accuracy"] for r in callbacks.read_metrics(os.path.join(step, "metrics.jsonl"))]
-            spec = config["data"]
-            examples = _scored_examples(spec["dataset"], spec["test_split"], spec["data_dir"], spec["test_size"])
-            if examples is not None:
-                check_scored_counts(curve, examples, step)
-            runs[name].append({
-                "seed": seed,
-                "best_epoch_accuracy": max(curve),
-                "last_epoch_accuracy": curve[-1],
-                "accuracy_per_epoch": curve,
-                "seconds": final["seconds_this_invocation"],
-            })
-    return {
+            run = (seed, name, config, os.path.join(config["run_dir"], distill_step_name(method)),
+                   _run_sha256(_settings(config_path, variant_config), seed, teacher["weights_sha256"]))
+            row = _read_run(*run) or previous.get((name_of_config, name, seed, run[-1]))
+            if row is None:
+                to_train.append(run)
+            else:
+                rows[seed, name] = row
+
+    result = {
         "runs_dir": root,
         "teacher": {"model": base["teacher"]["model"], "path": teacher_path,
                     "last_epoch_accuracy": teacher["last_epoch_test_accuracy"],
-                    "seconds": teacher["seconds_this_invocation"]},
+                    "seconds": teacher["seconds_this_invocation"],
+                    "weights_sha256": teacher["weights_sha256"]},
         "student_model": base["student"]["model"],
-        "runs": runs,
     }
+
+    def collect():
+        result["runs"] = {name: [rows[seed, name] for seed in seeds if (seed, name) in rows] for name in variants}
+        return result
+
+    if read_only:
+        return collect()
+    for run in to_train:
+        if on_run is not None:
+            on_run(collect())
+        seed, name, config, step, _ = run
+        print(f"== {base['name']} {name} seed {seed}", flush=True)
+        os.makedirs(step, exist_ok=True)
+        with open(os.path.join(step, "revision.json"), "w") as f:
+            json.dump({"revision": _git_revision()}, f)
+        try:
+            experiment.distill(config, verbose=0)
+        except DivergenceError as error:
+            print(f"   diverged: {error}", flush=True)
+            with open(os.path.join(step, "diverged.json"), "w") as f:
+                json.dump({"message": str(error)}, f, indent=2)
+        rows[seed, name] = _read_run(*run)
+    return collect()
+
+
+def _read_run(seed, name, config, step, run_sha256):
+    """A finished run's row from its step directory; None where it has not finished."""
+    from hksan_keras import callbacks
+
+    def read(file):
+        with open(os.path.join(step, file)) as f:
+            return json.load(f)
+
+    if not os.path.exists(os.path.join(step, "metrics.json")) and not os.path.exists(
+            os.path.join(step, "diverged.json")):
+        return None
+    row = {"seed": seed, "run_sha256": run_sha256,
+           "revision": read("revision.json")["revision"] if os.path.exists(
+               os.path.join(step, "revision.json")) else None}
+    if os.path.exists(os.path.join(step, "diverged.json")):
+        return dict(row, diverged=read("diverged.json")["message"])
+    curve = [r["val_accuracy"] for r in callbacks.read_metrics(os.path.join(step, "metrics.jsonl"))]
+    spec = config["data"]
+    examples = _scored_examples(spec["dataset"], spec["test_split"], spec["data_dir"], spec["test_size"])
+    if examples is not None:
+        check_scored_counts(curve, examples, step)
+    return dict(row, best_epoch_accuracy=max(curve), last_epoch_accuracy=curve[-1], accuracy_per_epoch=curve,
+                seconds=read("metrics.json")["seconds_this_invocation"])
 
 
 def summarise(results):
@@ -350,6 +478,9 @@ def main():
                         help="A trained teacher (.keras) to use instead of training one.")
     parser.add_argument("--runs_dir", default=os.path.join("benchmarks", "runs"),
                         help="Where the runs go (finished ones there are reused).")
+    parser.add_argument("--teachers_dir", default=os.path.join("benchmarks", "teachers"),
+                        help="Where each trained teacher's weights are kept and read back from "
+                             "(an empty string: nowhere).")
     parser.add_argument("--results_dir", default=os.path.join("benchmarks", "results"))
     parser.add_argument("--output_name", default=None,
                         help="File name of the results (default: the protocol's name).")
@@ -375,26 +506,36 @@ def main():
         variants = {name: variants[name] for name in args.variants.split(",")}
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else protocol["seeds"]
 
+    stem = os.path.join(args.results_dir, args.output_name or args.protocol)
+    previous = _previous_rows(stem + ".json")
     start = time.time()
     results = {"protocol": args.protocol, "hardware": args.hardware, "seeds": seeds,
                "overrides": args.set, "teacher": args.teacher, "configs": {}}
-    for config_path in protocol["configs"]:
-        name = os.path.splitext(os.path.basename(config_path))[0]
-        results["configs"][name] = run_config(
-            experiment, protocols, protocol, config_path, variants, seeds, args.data_dir, args.set,
-            args.runs_dir, args.teacher, args.read_only)
-    results["seconds_this_invocation"] = time.time() - start
-    summarise(results)
+    names = {path: os.path.splitext(os.path.basename(path))[0] for path in protocol["configs"]}
+    if os.path.exists(stem + ".json"):
+        # Until its turn comes, a config keeps what the file held, so that a
+        # stop part-way loses no earlier row from the file.
+        with open(stem + ".json") as f:
+            earlier = json.load(f)["configs"]
+        results["configs"] = {name: earlier[name] for name in names.values() if name in earlier}
 
-    os.makedirs(args.results_dir, exist_ok=True)
-    stem = os.path.join(args.results_dir, args.output_name or args.protocol)
-    with open(stem + ".json", "w") as f:
-        json.dump(results, f, indent=2)
-    table = markdown(results)
-    with open(stem + ".md", "w") as f:
-        f.write(table + "\n")
-    plot(results, stem + ".png")
-    print(table)
+    def write(config_name, config_results):
+        results["configs"][config_name] = config_results
+        results["seconds_this_invocation"] = time.time() - start
+        summarise(results)
+        os.makedirs(args.results_dir, exist_ok=True)
+        with open(stem + ".json", "w") as f:
+            json.dump(results, f, indent=2)
+        with open(stem + ".md", "w") as f:
+            f.write(markdown(results) + "\n")
+        plot(results, stem + ".png")
+
+    for config_path, name in names.items():
+        write(name, run_config(
+            experiment, protocols, protocol, config_path, variants, seeds, args.data_dir, args.set,
+            args.runs_dir, args.teacher, args.read_only, args.teachers_dir or None, previous,
+            on_run=None if args.read_only else functools.partial(write, name)))
+    print(markdown(results))
 
 
 if __name__ == "__main__":

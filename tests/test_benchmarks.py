@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -18,13 +19,14 @@ TINY = ["--set=data.train_size=128", "--set=data.test_size=128", "--set=teacher.
         "--set=distill.epochs=2", "--set=teacher.lr_milestones=[]", "--set=distill.lr_milestones=[]"]
 
 
-def _bench(tmp_path, data_dir, *args):
+def _bench(tmp_path, data_dir, *args, check=True):
     command = [sys.executable, str(REPO_ROOT / "benchmarks" / "accuracy.py"), "--protocol=cpu-small",
                f"--data_dir={data_dir}", f"--runs_dir={tmp_path / 'runs'}",
-               f"--results_dir={tmp_path / 'results'}", *TINY, *args]
+               f"--results_dir={tmp_path / 'results'}", f"--teachers_dir={tmp_path / 'teachers'}", *TINY, *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
 
 
@@ -51,6 +53,27 @@ def test_protocol_writes_runs_table_and_plot_and_reuses_finished_runs(cifar_data
     # A rerun trains nothing again: teacher and runs are read back.
     again = _bench(tmp_path, cifar_data_dir, "--variants=student,kd", "--seeds=0,1")
     assert "== " not in again.stdout and "teacher epoch" not in again.stdout
+
+    # Without the run directory (a new checkout), the kept teacher is loaded
+    # and every row comes back from the results file: nothing trains.
+    kept = next((tmp_path / "teachers" / "cpu-small").glob("*.json"))
+    record = json.loads(kept.read_text())
+    assert record["weights_sha256"] == config["teacher"]["weights_sha256"]
+    assert record["last_epoch_test_accuracy"] == config["teacher"]["last_epoch_accuracy"]
+    shutil.rmtree(tmp_path / "runs")
+    moved = _bench(tmp_path, cifar_data_dir, "--variants=student,kd", "--seeds=0,1")
+    assert "loading the kept" in moved.stdout and "== cifar10" not in moved.stdout
+    carried = json.loads((tmp_path / "results" / "cpu-small.json").read_text())
+    carried = carried["configs"]["cifar10_resnet20_resnet8_narrow_cpu_small"]
+    assert carried["runs"] == config["runs"]
+    assert carried["teacher"]["weights_sha256"] == record["weights_sha256"]
+    # A row is taken over only for the same settings, seed and teacher.
+    assert len({r["run_sha256"] for runs in carried["runs"].values() for r in runs}) == 4
+
+    # A kept teacher that is not the run directory's is refused, by name.
+    kept.write_text(json.dumps(dict(record, weights_sha256="0" * 64)))
+    refused = _bench(tmp_path, cifar_data_dir, "--variants=student", "--seeds=0", check=False)
+    assert refused.returncode != 0 and "is not the kept one" in refused.stderr
 
 
 def test_throughput_benchmark_measures_every_method_and_writes_ratios(tmp_path):
