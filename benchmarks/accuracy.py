@@ -19,13 +19,16 @@ trains on the same images as its test protocol and reuses its teacher.
 
 A campaign can outlive its run directory (a new checkout, another machine):
 each trained teacher's weights and record are kept in
-benchmarks/teachers/<protocol root>/<config>.weights.h5 (and .json) and a
-later invocation loads them instead of training again; each finished run's
-row in the results file carries the SHA-256 of its settings and of its
-teacher's weights, and a later invocation takes a row whose run is not in
-the run directory from the results file it is about to rewrite when both
-hashes match, instead of training it again. Commit both to carry a campaign
-over.
+benchmarks/teachers/<protocol root>/<config>.weights.h5 (and .json), and a
+later invocation loads them instead of training again (refused if the
+config's teacher settings changed). Each run's row in the results file
+carries one SHA-256 of its settings, seed and teacher's weights
+(`_run_sha256`) and the git revisions that trained it; a later invocation
+takes a row whose run is not in the run directory from the results file it
+rewrites where that SHA-256 matches, instead of training it again, and keeps
+the file's rows of variants and seeds it does not run. Commit both to carry
+a campaign over. To train a finished run again, delete its step directory
+and its row in the results file.
 
 Writes benchmarks/results/<protocol>.json (for each variant: every run's
 best-epoch and last-epoch test accuracy and per-epoch curve, their means and
@@ -185,15 +188,19 @@ def _scored_examples(dataset, split, data_dir, size):
 
 
 def _git_revision():
-    """The checkout's commit, with "+changes" where tracked files differ from it; None outside git."""
+    """The checkout's commit, with "+changes" where tracked files other than
+    the benchmark's own outputs (results/, teachers/) differ from it; None
+    outside git."""
     import subprocess
 
-    root = os.path.dirname(PROTOCOLS_DIR)
+    root = os.path.dirname(os.path.dirname(PROTOCOLS_DIR))
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=root).stdout.strip()
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                 text=True, check=True, cwd=root).stdout.strip()
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+             ":!benchmarks/results", ":!benchmarks/teachers"],
+            capture_output=True, text=True, check=True, cwd=root).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
     return head + ("+changes" if changed else "")
@@ -212,68 +219,119 @@ def weights_sha256(model):
     return digest.hexdigest()
 
 
-def _run_sha256(settings, seed, teacher_sha256):
-    """SHA-256 of what a run trains: its settings (`_settings`), seed and teacher."""
-    text = json.dumps({"settings": settings, "seed": seed, "teacher": teacher_sha256}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()
+def _sha256(value):
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _teacher_sha256(config):
+    """SHA-256 of what a teacher trains: its recipe, its data but for where it
+    is read from, the seed and the precision."""
+    return _sha256({
+        "teacher": {k: v for k, v in config["teacher"].items() if k not in ("path", "weights")},
+        "data": {k: v for k, v in config["data"].items() if k != "data_dir"},
+        **{key: config[key] for key in ("seed", "mixed_precision", "jit_compile")},
+    })
+
+
+def _run_sha256(config, teacher_sha256):
+    """SHA-256 of what a run trains and scores: its resolved config but for
+    where it is written and read from, its logging and the option sections of
+    other methods (`kd+ls` keeps `kd`'s too), and its teacher's weights."""
+    method = config["distill"]["method"]
+    sections = {method, *method.split("+")}
+    from hksan_keras.distillers import METHODS
+
+    settings = {key: value for key, value in config.items()
+                if key not in ("name", "description", "run_dir", "backup_every_steps",
+                               "attention_images_every_epochs")}
+    settings["distill"] = {k: v for k, v in config["distill"].items() if k not in METHODS or k in sections}
+    settings["teacher"] = {k: v for k, v in config["teacher"].items() if k != "path"}
+    settings["data"] = {k: v for k, v in config["data"].items() if k != "data_dir"}
+    return _sha256({"settings": settings, "teacher": teacher_sha256})
+
+
+def _write_atomically(path, text):
+    """Writes `path` whole or not at all, so that a stop part-way never leaves half a file."""
+    with open(path + ".partial", "w") as f:
+        f.write(text)
+    os.replace(path + ".partial", path)
 
 
 def _teacher(experiment, teacher_config, teacher_root, kept, read_only):
     """The config's teacher in `teacher_root`: trained, or loaded from the
-    kept weights at `kept` (+ ".weights.h5", ".json") where they exist; kept
-    there after training where they do not.
+    weights kept at `kept` + ".weights.h5" (record in `kept` + ".json")
+    where they exist; kept there after training where they do not.
 
     Returns:
-        (path of its `.keras` file, its record: accuracies, training seconds,
-        `weights_sha256`).
+        (path of the teacher's file, its record: accuracies, training
+        seconds, `weights_sha256`, `settings_sha256`).
 
     Raises:
-        SystemExit: The run directory's teacher is not the kept one, or
-            `read_only` and there is no teacher.
+        SystemExit: The kept teacher was trained under other settings than
+            the config's, or the run directory's teacher is not the kept one,
+            or only one of the kept files exists, or `read_only` and there
+            is no teacher.
     """
     import keras
 
     metrics = os.path.join(teacher_root, "teacher", "metrics.json")
     path = os.path.join(teacher_root, "teacher", "last.keras")
+    settings = _teacher_sha256(teacher_config)
     record = None
+    if kept and (os.path.exists(kept + ".json") != os.path.exists(kept + ".weights.h5")):
+        sys.exit(f"Only one of {kept}.json and {kept}.weights.h5 exists: restore the other "
+                 "(git checkout) or delete both to train the teacher again.")
     if kept and os.path.exists(kept + ".json"):
         with open(kept + ".json") as f:
             record = json.load(f)
+        if record["settings_sha256"] != settings:
+            sys.exit(f"The teacher kept in {kept}.weights.h5 was trained under other settings than "
+                     "the config's teacher, data, seed or precision now give: delete "
+                     f"{kept}.weights.h5 and {kept}.json (and {teacher_root}) to train it again.")
     if not os.path.exists(metrics):
-        if read_only and record is None:
+        if record is None and read_only:
             sys.exit(f"--read_only: no trained teacher at {metrics} or {kept}.json.")
+        if read_only:
+            return kept + ".weights.h5", record
         if record is not None:
             print(f"teacher: loading the kept {kept}.weights.h5", flush=True)
             teacher_config = dict(teacher_config, teacher=dict(teacher_config["teacher"],
                                                                weights=kept + ".weights.h5"))
         experiment.train_on_labels(dict(teacher_config, run_dir=teacher_root), "teacher", verbose=0)
+        loaded = record is not None
+    else:
+        loaded = False
     model = keras.saving.load_model(path, compile=False)
     identity = weights_sha256(model)
     if record is None:
         with open(metrics) as f:
-            record = dict(json.load(f), weights_sha256=identity, revision=_git_revision())
-        if kept:
+            record = dict(json.load(f), weights_sha256=identity, settings_sha256=settings,
+                          kept_at_revision=_git_revision())
+        if kept and not read_only:
             os.makedirs(os.path.dirname(kept), exist_ok=True)
             model.save_weights(kept + ".weights.h5")
-            with open(kept + ".json", "w") as f:
-                json.dump(record, f, indent=2)
+            _write_atomically(kept + ".json", json.dumps(record, indent=2))
             print(f"teacher: kept in {kept}.weights.h5", flush=True)
     elif record["weights_sha256"] != identity:
-        sys.exit(f"The teacher in {teacher_root}/teacher is not the kept one ({kept}.weights.h5, weights "
-                 f"SHA-256 {record['weights_sha256'][:12]} against {identity[:12]}): delete one of the two "
-                 "(the run directory's teacher, and its runs, or the kept files) and rerun.")
+        if loaded:
+            sys.exit(f"{kept}.weights.h5 does not hold the weights its record {kept}.json names (SHA-256 "
+                     f"{identity[:12]} against {record['weights_sha256'][:12]}): restore both from git.")
+        sys.exit(f"The teacher in {teacher_root}/teacher is not the one kept in {kept}.weights.h5 (weights "
+                 f"SHA-256 {identity[:12]} against {record['weights_sha256'][:12]}). Either delete "
+                 f"{teacher_root} (its teacher and every run under it) to use the kept one, or delete "
+                 f"{kept}.weights.h5 and {kept}.json to keep this one instead.")
     return path, record
 
 
-def _previous_rows(path):
-    """{(config, variant, seed, run SHA-256): row} of an earlier results file."""
+def _previous_results(path):
+    """An earlier results file, or None; refuses one it cannot read."""
     if not os.path.exists(path):
-        return {}
+        return None
     with open(path) as f:
-        earlier = json.load(f)
-    return {(config, variant, run["seed"], run["run_sha256"]): run
-            for config, results in earlier["configs"].items()
-            for variant, runs in results["runs"].items() for run in runs if "run_sha256" in run}
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as error:
+            sys.exit(f"{path} is not JSON ({error}): restore it from git, or delete it to write a new one.")
 
 
 def _summary(values):
@@ -284,15 +342,21 @@ def _summary(values):
 
 
 def run_config(experiment, protocols, protocol, config_path, variants, seeds, data_dir, overrides, runs_dir,
-               teacher_path=None, read_only=False, teachers_dir=None, previous=None, on_run=None):
+               teacher_path=None, read_only=False, teachers_dir=None, earlier=None, on_run=None):
     """Teacher once, then every (seed, variant); returns the config's results,
     with {variant: [run, ...]} under "runs".
 
     A run that diverges (`DivergenceError`) is recorded as diverged, with its
-    message, and the protocol goes on. A run missing from `runs_dir` whose
-    row is in `previous` (`_previous_rows`) with the same run SHA-256 is
-    taken from there. `on_run(results)` is called before each run trains,
-    with the rows known so far, so that they can be written out.
+    message, and the protocol goes on. A run missing from `runs_dir` is
+    taken from `earlier` (this config's results in an earlier results file)
+    where its row there has the same `_run_sha256` and did not diverge;
+    `earlier`'s rows of other variants or seeds are kept as they are.
+    `on_run(results)` is called before each run trains, with the rows known
+    so far, so that they can be written out.
+
+    Raises:
+        SystemExit: A run directory holds a run of other settings or of
+            another teacher, or the teacher cannot be used (`_teacher`).
     """
     import keras
 
@@ -318,20 +382,29 @@ def run_config(experiment, protocols, protocol, config_path, variants, seeds, da
         kept = os.path.join(teachers_dir, owner["root"], base["name"] + suffix) if teachers_dir else None
         teacher_path, teacher = _teacher(experiment, teacher_config, teacher_root, kept, read_only)
 
-    previous = previous or {}
-    name_of_config = os.path.splitext(os.path.basename(config_path))[0]
+    earlier_rows = {(variant, run["seed"]): run
+                    for variant, runs in (earlier or {"runs": {}})["runs"].items() for run in runs}
     rows, to_train = {}, []
     for seed in seeds:
         for name, (method, variant_overrides) in variants.items():
-            variant_config = overrides + variant_overrides + [f"distill.method={method}"]
             config = resolve_config(
-                config_path, variant_config + [f"seed={seed}", f"teacher.path={teacher_path}"],
+                config_path,
+                overrides + variant_overrides + [
+                    f"distill.method={method}", f"seed={seed}", f"teacher.path={teacher_path}",
+                ],
                 run_dir=os.path.join(root, f"seed_{seed}", name),
                 data_dir=data_dir,
             )
             run = (seed, name, config, os.path.join(config["run_dir"], distill_step_name(method)),
-                   _run_sha256(_settings(config_path, variant_config), seed, teacher["weights_sha256"]))
-            row = _read_run(*run) or previous.get((name_of_config, name, seed, run[-1]))
+                   _run_sha256(config, teacher["weights_sha256"]))
+            row = _read_run(*run)
+            earlier_row = earlier_rows.pop((name, seed), None)
+            if row is None and earlier_row is not None:
+                if earlier_row.get("run_sha256") == run[-1] and "diverged" not in earlier_row:
+                    row = earlier_row
+                else:
+                    print(f"   {name} seed {seed}: the results file's row is of other settings, another "
+                          "teacher or diverged; training it again", flush=True)
             if row is None:
                 to_train.append(run)
             else:
@@ -348,6 +421,11 @@ def run_config(experiment, protocols, protocol, config_path, variants, seeds, da
 
     def collect():
         result["runs"] = {name: [rows[seed, name] for seed in seeds if (seed, name) in rows] for name in variants}
+        # Rows of variants and seeds outside this invocation stay in the file.
+        for (name, _), row in earlier_rows.items():
+            result["runs"].setdefault(name, []).append(row)
+        for runs in result["runs"].values():
+            runs.sort(key=lambda run: run["seed"])
         return result
 
     if read_only:
@@ -355,11 +433,12 @@ def run_config(experiment, protocols, protocol, config_path, variants, seeds, da
     for run in to_train:
         if on_run is not None:
             on_run(collect())
-        seed, name, config, step, _ = run
+        seed, name, config, step, run_sha256 = run
         print(f"== {base['name']} {name} seed {seed}", flush=True)
         os.makedirs(step, exist_ok=True)
-        with open(os.path.join(step, "revision.json"), "w") as f:
-            json.dump({"revision": _git_revision()}, f)
+        identity = _run_identity(step, run_sha256) or {"run_sha256": run_sha256, "revisions": []}
+        identity["revisions"].append(_git_revision())  # one per invocation that trained it
+        _write_atomically(os.path.join(step, "run.json"), json.dumps(identity, indent=2))
         try:
             experiment.distill(config, verbose=0)
         except DivergenceError as error:
@@ -367,11 +446,30 @@ def run_config(experiment, protocols, protocol, config_path, variants, seeds, da
             with open(os.path.join(step, "diverged.json"), "w") as f:
                 json.dump({"message": str(error)}, f, indent=2)
         rows[seed, name] = _read_run(*run)
+        if rows[seed, name] is None:
+            sys.exit(f"{step}: the run ended without metrics.json or diverged.json.")
     return collect()
 
 
+def _run_identity(step, run_sha256):
+    """The step's run.json (its `run_sha256` and the revisions that trained
+    it), None where it has none; refuses one of another run."""
+    path = os.path.join(step, "run.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        identity = json.load(f)
+    if identity["run_sha256"] != run_sha256:
+        sys.exit(f"{step} holds a run of other settings or of another teacher than this one's "
+                 f"(run SHA-256 {identity['run_sha256'][:12]} against {run_sha256[:12]}): delete that "
+                 "directory to train it again.")
+    return identity
+
+
 def _read_run(seed, name, config, step, run_sha256):
-    """A finished run's row from its step directory; None where it has not finished."""
+    """A finished run's row from its step directory; None where it has not
+    finished. A run without run.json (trained before runs recorded their
+    identity) has `run_sha256` None: it is never taken from a results file."""
     from hksan_keras import callbacks
 
     def read(file):
@@ -381,9 +479,8 @@ def _read_run(seed, name, config, step, run_sha256):
     if not os.path.exists(os.path.join(step, "metrics.json")) and not os.path.exists(
             os.path.join(step, "diverged.json")):
         return None
-    row = {"seed": seed, "run_sha256": run_sha256,
-           "revision": read("revision.json")["revision"] if os.path.exists(
-               os.path.join(step, "revision.json")) else None}
+    identity = _run_identity(step, run_sha256) or {"run_sha256": None, "revisions": []}
+    row = {"seed": seed, **identity}
     if os.path.exists(os.path.join(step, "diverged.json")):
         return dict(row, diverged=read("diverged.json")["message"])
     curve = [r["val_accuracy"] for r in callbacks.read_metrics(os.path.join(step, "metrics.jsonl"))]
@@ -507,33 +604,28 @@ def main():
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else protocol["seeds"]
 
     stem = os.path.join(args.results_dir, args.output_name or args.protocol)
-    previous = _previous_rows(stem + ".json")
+    earlier = (_previous_results(stem + ".json") or {"configs": {}})["configs"]
     start = time.time()
     results = {"protocol": args.protocol, "hardware": args.hardware, "seeds": seeds,
                "overrides": args.set, "teacher": args.teacher, "configs": {}}
     names = {path: os.path.splitext(os.path.basename(path))[0] for path in protocol["configs"]}
-    if os.path.exists(stem + ".json"):
-        # Until its turn comes, a config keeps what the file held, so that a
-        # stop part-way loses no earlier row from the file.
-        with open(stem + ".json") as f:
-            earlier = json.load(f)["configs"]
-        results["configs"] = {name: earlier[name] for name in names.values() if name in earlier}
+    # Until its turn comes, a config keeps what the file held, so that a stop
+    # part-way loses no earlier row from the file.
+    results["configs"] = {name: earlier[name] for name in names.values() if name in earlier}
 
     def write(config_name, config_results):
         results["configs"][config_name] = config_results
         results["seconds_this_invocation"] = time.time() - start
         summarise(results)
         os.makedirs(args.results_dir, exist_ok=True)
-        with open(stem + ".json", "w") as f:
-            json.dump(results, f, indent=2)
-        with open(stem + ".md", "w") as f:
-            f.write(markdown(results) + "\n")
+        _write_atomically(stem + ".json", json.dumps(results, indent=2))
+        _write_atomically(stem + ".md", markdown(results) + "\n")
         plot(results, stem + ".png")
 
     for config_path, name in names.items():
         write(name, run_config(
             experiment, protocols, protocol, config_path, variants, seeds, args.data_dir, args.set,
-            args.runs_dir, args.teacher, args.read_only, args.teachers_dir or None, previous,
+            args.runs_dir, args.teacher, args.read_only, args.teachers_dir or None, earlier.get(name),
             on_run=None if args.read_only else functools.partial(write, name)))
     print(markdown(results))
 

@@ -63,17 +63,24 @@ def test_protocol_writes_runs_table_and_plot_and_reuses_finished_runs(cifar_data
     shutil.rmtree(tmp_path / "runs")
     moved = _bench(tmp_path, cifar_data_dir, "--variants=student,kd", "--seeds=0,1")
     assert "loading the kept" in moved.stdout and "== cifar10" not in moved.stdout
-    carried = json.loads((tmp_path / "results" / "cpu-small.json").read_text())
-    carried = carried["configs"]["cifar10_resnet20_resnet8_narrow_cpu_small"]
-    assert carried["runs"] == config["runs"]
-    assert carried["teacher"]["weights_sha256"] == record["weights_sha256"]
-    # A row is taken over only for the same settings, seed and teacher.
-    assert len({r["run_sha256"] for runs in carried["runs"].values() for r in runs}) == 4
+    results_file = tmp_path / "results" / "cpu-small.json"
+    carried = json.loads(results_file.read_text())
+    assert carried["configs"]["cifar10_resnet20_resnet8_narrow_cpu_small"]["runs"] == config["runs"]
+
+    # A row of other settings (here: its SHA-256 altered) is trained again,
+    # alone; the rows of variants and seeds not run stay in the file.
+    carried["configs"]["cifar10_resnet20_resnet8_narrow_cpu_small"]["runs"]["kd"][1]["run_sha256"] = "0" * 64
+    results_file.write_text(json.dumps(carried))
+    one = _bench(tmp_path, cifar_data_dir, "--variants=kd", "--seeds=1")
+    assert one.stdout.count("== cifar10") == 1 and "kd seed 1" in one.stdout
+    runs = json.loads(results_file.read_text())["configs"]["cifar10_resnet20_resnet8_narrow_cpu_small"]["runs"]
+    assert runs["student"] == config["runs"]["student"] and runs["kd"][0] == config["runs"]["kd"][0]
+    assert runs["kd"][1]["run_sha256"] == config["runs"]["kd"][1]["run_sha256"]
 
     # A kept teacher that is not the run directory's is refused, by name.
     kept.write_text(json.dumps(dict(record, weights_sha256="0" * 64)))
     refused = _bench(tmp_path, cifar_data_dir, "--variants=student", "--seeds=0", check=False)
-    assert refused.returncode != 0 and "is not the kept one" in refused.stderr
+    assert refused.returncode != 0 and "is not the one kept in" in refused.stderr
 
 
 def test_throughput_benchmark_measures_every_method_and_writes_ratios(tmp_path):
