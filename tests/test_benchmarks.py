@@ -61,6 +61,9 @@ def test_protocol_writes_runs_table_and_plot_and_reuses_finished_runs(cifar_data
     assert record["weights_sha256"] == config["teacher"]["weights_sha256"]
     assert record["last_epoch_test_accuracy"] == config["teacher"]["last_epoch_accuracy"]
     shutil.rmtree(tmp_path / "runs")
+    # --read_only summarises from the kept record and the results file alone.
+    summary = _bench(tmp_path, cifar_data_dir, "--variants=student,kd", "--seeds=0,1", "--read_only")
+    assert "| kd | 2 |" in summary.stdout and not (tmp_path / "runs").exists()
     moved = _bench(tmp_path, cifar_data_dir, "--variants=student,kd", "--seeds=0,1")
     assert "loading the kept" in moved.stdout and "== cifar10" not in moved.stdout
     results_file = tmp_path / "results" / "cpu-small.json"
