@@ -187,10 +187,11 @@ def _scored_examples(dataset, split, data_dir, size):
         return None
 
 
-def _git_revision():
+def git_revision(outputs=("benchmarks/results", "benchmarks/teachers")):
     """The checkout's commit, with "+changes" where tracked files other than
-    the benchmark's own outputs (results/, teachers/) differ from it; None
-    outside git."""
+    `outputs` (paths from the repository root: the benchmark's own results
+    and kept teachers by default) differ from it; None outside git. Also
+    what scripts/ship_weights.py records."""
     import subprocess
 
     root = os.path.dirname(os.path.dirname(PROTOCOLS_DIR))
@@ -198,8 +199,7 @@ def _git_revision():
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
                               cwd=root).stdout.strip()
         changed = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-             ":!benchmarks/results", ":!benchmarks/teachers"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."] + [f":!{path}" for path in outputs],
             capture_output=True, text=True, check=True, cwd=root).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -306,7 +306,7 @@ def _teacher(experiment, teacher_config, teacher_root, kept, read_only):
     if record is None:
         with open(metrics) as f:
             record = dict(json.load(f), weights_sha256=identity, settings_sha256=settings,
-                          kept_at_revision=_git_revision())
+                          kept_at_revision=git_revision())
         if kept and not read_only:
             os.makedirs(os.path.dirname(kept), exist_ok=True)
             model.save_weights(kept + ".weights.h5")
@@ -437,7 +437,7 @@ def run_config(experiment, protocols, protocol, config_path, variants, seeds, da
         print(f"== {base['name']} {name} seed {seed}", flush=True)
         os.makedirs(step, exist_ok=True)
         identity = _run_identity(step, run_sha256) or {"run_sha256": run_sha256, "revisions": []}
-        identity["revisions"].append(_git_revision())  # one per invocation that trained it
+        identity["revisions"].append(git_revision())  # one per invocation that trained it
         _write_atomically(os.path.join(step, "run.json"), json.dumps(identity, indent=2))
         try:
             experiment.distill(config, verbose=0)

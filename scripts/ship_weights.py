@@ -19,9 +19,11 @@ table with `python -m hksan_keras.models.pretrained`.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+from accuracy import git_revision  # noqa: E402  (one helper for both maintainers' scripts)
 
 
 def main():
@@ -48,7 +50,9 @@ def main():
                  f"{spec['train_split']!r} (size {spec['train_size']}).")
     data_dir = data.resolve_data_dir(args.data_dir or config["data"]["data_dir"])
     trained = keras.models.load_model(os.path.join(args.run_dir, "teacher", "last.keras"))
-    revision = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    # Taken before anything is written: the weights file and manifest this
+    # writes are the only changes a clean checkout gets.
+    revision = git_revision(outputs=())
 
     # Measured on the file as users load it, not on the model in memory.
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,9 +75,9 @@ def main():
     )
     written = pretrained.ship(model, name, dataset, accuracy, train_images, recipe, args.command, revision,
                               test_accuracy_first_1000=accuracy_first_1000)
-    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                      check=True).stdout.strip():
-        print("Note: the checkout has uncommitted changes; the recorded revision does not describe them.")
+    if revision is None or revision.endswith("+changes"):
+        print(f"Note: the recorded revision ({revision}) does not describe the checkout: it is not git, or it "
+              f"has uncommitted changes.")
     print(f"{written}: {name} on {dataset}, test accuracy {100 * accuracy:.2f}% over the whole test split "
           f"({100 * accuracy_first_1000:.2f}% on its first 1,000 images).")
 
