@@ -396,6 +396,28 @@ def dkd_loss(labels, teacher_logits, student_logits, alpha=1.0, beta=8.0, temper
     return temperature**2 * (alpha * tckd + beta * nckd)
 
 
+def require_known_sizes(*feature_maps):
+    """Refuses feature maps whose height or width is unknown when traced.
+
+    The stage losses that pool or compare maps by size need static sizes;
+    batches of a `tf.data` pipeline whose images are not resized to one
+    size have none.
+
+    Args:
+        *feature_maps: Tensors of shape (batch, H, W, C).
+
+    Raises:
+        ValueError: H or W of a map is None; the message gives the fix.
+    """
+    for feature_map in feature_maps:
+        if None in tuple(feature_map.shape[1:3]):
+            raise ValueError(
+                f"A stage's feature maps have shape {tuple(feature_map.shape)}: their height and width are "
+                "unknown where the training step is traced, and the stage losses pool and compare maps by "
+                "size. Give the input pipeline one image size (resize or crop every image to it before "
+                "batching, e.g. keras.layers.Resizing), so that the batches' shape states it.")
+
+
 def match_resolution(student_map, teacher_map):
     """Average-pools the larger of two feature maps to the other's size.
 
@@ -405,7 +427,12 @@ def match_resolution(student_map, teacher_map):
 
     Returns:
         The pair with equal spatial sizes.
+
+    Raises:
+        ValueError: A size is unknown where the step is traced, or neither
+            size is a whole multiple of the other.
     """
+    require_known_sizes(student_map, teacher_map)
     student_size = tuple(student_map.shape[1:3])
     teacher_size = tuple(teacher_map.shape[1:3])
     if student_size == teacher_size:
@@ -671,6 +698,7 @@ def flow_matrix(first_map, second_map):
     Returns:
         Shape (batch, C1, C2), float32.
     """
+    require_known_sizes(first_map, second_map)
     first_size, second_size = tuple(first_map.shape[1:3]), tuple(second_map.shape[1:3])
     larger, smaller = sorted((first_size, second_size), reverse=True)
     if larger[0] % smaller[0] or larger[1] % smaller[1]:
@@ -769,6 +797,7 @@ def hierarchical_context_loss(teacher_maps, student_maps):
     _check_stage_counts(teacher_maps, student_maps, "feature maps")
     total = 0.0
     for teacher_map, student_map in zip(teacher_maps, student_maps):
+        require_known_sizes(teacher_map, student_map)
         teacher_map, student_map = ops.cast(teacher_map, "float32"), ops.cast(student_map, "float32")
         loss = ops.mean(ops.square(student_map - teacher_map))
         weight, weights = 1.0, 1.0

@@ -44,6 +44,57 @@ def _output_shape(layer):
     return tuple(output.shape)
 
 
+# Where a model's input height and width are free, detection traces it at
+# this size (symbolically: no image is computed). 224 is the ImageNet input
+# size: large enough that no stage of a CIFAR or ImageNet network is pooled
+# to 1 x 1 (the deepest stage of an ImageNet ResNet is 7 x 7 there).
+PROBE_SIZE = 224
+
+
+def _traced_shapes(model):
+    """{path: output shape} of every layer, traced on inputs of known size.
+
+    A layer's `output` is that of its first call, so a backbone built with a
+    free input size (KerasHub's default, `keras.applications` without
+    `input_shape`) keeps unknown heights and widths there even inside a
+    wrapper with a fixed input. Tracing the graph again on inputs of the
+    model's own size (`PROBE_SIZE` where that is free too), nested models
+    entered, gives every feature map its size. Returns {} where the trace
+    fails (the static shapes are used then).
+    """
+    shapes = {}
+
+    def recorder(prefix):
+        def call(layer, *args, **kwargs):
+            path = prefix + layer.name
+            if isinstance(layer, keras.Model) and is_graph_model(layer) and len(args) == 1:
+                outputs = call_graph(layer, args[0], recorder(path + "/"))
+                outputs = outputs[0] if len(outputs) == 1 else outputs
+            else:
+                outputs = layer(*args, **kwargs)
+            if hasattr(outputs, "shape"):
+                shapes[path] = tuple(outputs.shape)
+            return outputs
+
+        return call
+
+    def probe_shape(shape):
+        if len(shape) == 4:
+            return (shape[0],) + tuple(PROBE_SIZE if d is None else d for d in shape[1:3]) + (shape[3],)
+        return tuple(shape)
+
+    try:
+        inputs = [keras.Input(batch_shape=probe_shape(x.shape), dtype=x.dtype) for x in model.inputs]
+        if isinstance(model, keras.Sequential):
+            call_inputs = inputs[0]
+        else:
+            call_inputs = keras.tree.pack_sequence_as(model.input, inputs)
+        call_graph(model, call_inputs, recorder(""))
+    except Exception:  # a layer that cannot be traced at that size: static shapes
+        return {}
+    return shapes
+
+
 def _symbolic_inputs(model):
     try:
         return model.inputs
@@ -303,9 +354,10 @@ def detect_stages(model, num_stages=None):
     ['resnet50v2/conv2_block3_out', ..., 'resnet50v2/post_relu']
     """
     require_graph(model, "model")
+    traced = _traced_shapes(model)
     last_at_resolution = {}
     for path, layer, cut_point in _walk(model):
-        shape = _output_shape(layer)
+        shape = traced.get(path) or _output_shape(layer)
         if (
             shape is None
             or len(shape) != 4
@@ -316,6 +368,15 @@ def detect_stages(model, num_stages=None):
         resolution = shape[1:3]
         if resolution == (1, 1):
             continue
+        if None in resolution:
+            raise ValueError(
+                f"Layer '{path}' of '{model.name}' outputs feature maps of "
+                f"unknown height and width ({shape}), so its stages cannot be "
+                "told apart by resolution. Build the model with a fixed "
+                "input size (e.g. keras.Input((224, 224, 3))), or pass the "
+                "stage layer paths explicitly (teacher_stages=[...], "
+                "student_stages=[...])."
+            )
         previous = last_at_resolution.pop(resolution, (None, False))
         if previous[1] and not cut_point:
             # Inside a residual block, only a layer that every path goes

@@ -24,10 +24,10 @@ def build(method, teacher, student, num_examples=16):
     return hksan_keras.distillers.get(method)(teacher, student, **needed.get(method, {}))
 
 
-def tutorial_cnn(name, classes=2, activation=None):
-    # As in Keras's own distillation tutorial.
+def tutorial_cnn(name, classes=2, activation=None, size=8):
+    # As in Keras's own distillation tutorial (size=None: any input size).
     return keras.Sequential([
-        keras.Input((8, 8, 3)),
+        keras.Input((size, size, 3)),
         keras.layers.Conv2D(4, 3, padding="same"),
         keras.layers.MaxPooling2D(),
         keras.layers.Conv2D(4, 3, padding="same"),
@@ -36,8 +36,8 @@ def tutorial_cnn(name, classes=2, activation=None):
     ], name=name)
 
 
-def backbone(name="backbone"):
-    inputs = keras.Input((16, 16, 3))
+def backbone(name="backbone", size=16):
+    inputs = keras.Input((size, size, 3))
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="block1")(inputs)
     x = keras.layers.MaxPooling2D(name="pool1")(x)
     x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="block2")(x)
@@ -83,8 +83,8 @@ def test_every_stage_method_trains_a_sequential_pair(method):
     fit_few_steps(distiller, *data((8, 8, 3), 2))
 
 
-def nested_sequential():
-    return keras.Sequential([keras.Input((16, 16, 3)), backbone(),
+def nested_sequential(backbone_size=16):
+    return keras.Sequential([keras.Input((16, 16, 3)), backbone(size=backbone_size),
                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)], name="teacher")
 
 
@@ -115,6 +115,46 @@ def test_stage_methods_tap_a_backbone_nested_in_a_fine_tuning_wrapper(wrapper, m
     np.testing.assert_allclose(features[1], reference, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(features[-1], teacher(images), rtol=1e-5, atol=1e-6)
     fit_few_steps(distiller, images, labels)
+
+
+@pytest.mark.parametrize("method", fast_tier_keeps(EQUAL_WIDTH_STAGE_METHODS, "at", "hksan"))
+def test_every_stage_method_trains_a_pair_built_for_any_input_size(method):
+    # keras.Input((None, None, 3)): every feature map's height and width are
+    # unknown in the model's own graph; detection traces it at a known size.
+    keras.utils.set_random_seed(0)
+    teacher, student = tutorial_cnn("teacher", size=None), tutorial_cnn("student", size=None)
+    distiller = build(method, teacher, student)
+    assert distiller.teacher_stages == [teacher.layers[0].name, teacher.layers[2].name]
+    assert distiller.student_stages == [student.layers[0].name, student.layers[2].name]
+    fit_few_steps(distiller, *data((8, 8, 3), 2))
+
+
+def test_a_backbone_built_for_any_input_size_keeps_its_stages_inside_a_fixed_wrapper(monkeypatch):
+    # KerasHub backbones default to image_shape=(None, None, 3), and so does
+    # keras.applications without input_shape: inside the wrapper, the
+    # backbone's own layers still hold their first call's unknown sizes.
+    teacher = nested_sequential(backbone_size=None)
+    assert teacher.get_layer("backbone").get_layer("block2").output.shape[1:3] == (None, None)
+    assert detect_stages(teacher) == ["backbone/block1", "backbone/block2"]
+    # Where the graph cannot be traced at a known size, detection says so
+    # rather than keep one stage for every unknown size.
+    monkeypatch.setattr(hksan_keras.taps, "_traced_shapes", lambda model: {})
+    with pytest.raises(ValueError, match=r"unknown height and width .* pass the stage layer paths explicitly"):
+        detect_stages(teacher)
+
+
+@pytest.mark.parametrize("method", fast_tier_keeps(("at", "fsp", "reviewkd"), "at"))
+def test_batches_of_unknown_image_size_are_refused_by_the_stage_losses_with_the_fix(method):
+    teacher, student = tutorial_cnn("teacher", size=None), tutorial_cnn("student", size=None)
+    distiller = build(method, teacher, student)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    images, labels = data((8, 8, 3), 2)
+    batches = tf.data.Dataset.from_generator(  # the size known only when run
+        lambda: iter([(images[:8], labels[:8]), (images[8:], labels[8:])]),
+        output_signature=(tf.TensorSpec((None, None, None, 3), tf.float32), tf.TensorSpec((None,), tf.int64)))
+    assert batches.element_spec[0].shape.as_list() == [None, None, None, 3]
+    with pytest.raises(ValueError, match="height and width are unknown where the training step is traced"):
+        distiller.fit(batches, epochs=1, verbose=0)
 
 
 def test_nested_layers_are_named_by_path_and_errors_list_the_reachable_ones():

@@ -189,6 +189,7 @@ class ReviewKDDistiller(StageDistiller):
 
     def loss_terms(self, labels, teacher, student):
         terms = super().loss_terms(labels, teacher, student)
+        losses.require_known_sizes(*teacher["features"], *student["features"])
         teacher_levels = self._levels(teacher["features"])
         student_levels = self._levels(student["features"])
         batch_size = ops.cast(ops.shape(student_levels[0])[0], "float32")
