@@ -71,10 +71,8 @@ def main():
         images, labels = load_arrays(args)
         split = int(0.8 * len(images))
         train = data.array_dataset(images[:split], labels[:split], 64, training=True, seed=args.seed)
-        # Normalise held-out images with the training images' statistics.
-        pixels = images[:split].reshape(-1, images.shape[-1]).astype("float64")
-        stats = (tuple(pixels.mean(0)), tuple(pixels.std(0) + 1e-6))
-        test = data.array_dataset(images[split:], labels[split:], 256, stats=stats)
+        # Held-out images normalised with the training images' statistics.
+        test = data.array_dataset(images[split:], labels[split:], 256, stats=train.preprocessing)
         num_classes = int(labels.max()) + 1
         image_size = images.shape[1]
 

@@ -16,6 +16,7 @@ seed: checked with Keras 3.15.)
 
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -223,7 +224,9 @@ def make_pipeline(
     Args:
         dataset: `tf.data.Dataset` of (image uint8/float in [0, 255], label);
             images may be encoded strings when `augment` and `preprocess`
-            decode them.
+            decode them. A label is a class index (batched as int64) or a
+            row of per-class values (float rows batched as float32, integer
+            rows as int64).
         batch_size: Batch size.
         training: Shuffle and augment.
         stats: `(mean, std)` per channel, in the [0, 255] scale.
@@ -245,11 +248,18 @@ def make_pipeline(
     autotune = tf.data.AUTOTUNE
     mean, std = (tf.constant(v, tf.float32) for v in stats)
 
+    def label_dtype(label):
+        # Rows of floats (one-hot, or soft from mixup or label smoothing)
+        # stay float32: cast to integers they would be rounded to zeros.
+        if label.dtype.is_floating and label.shape.rank:
+            return tf.cast(label, tf.float32)
+        return tf.cast(label, tf.int64)
+
     def to_float(image, label):
         if image.dtype != tf.string:
             image = tf.cast(image, tf.float32)
         # With `with_index` the label slot carries (label, index) until the end.
-        return image, tf.nest.map_structure(lambda t: tf.cast(t, tf.int64), label)
+        return image, tf.nest.map_structure(label_dtype, label)
 
     def normalize(image, label):
         return (image - mean) / std, label
@@ -431,15 +441,21 @@ def cifar_dataset(name="cifar10", split="train", batch_size=128, training=False,
 
 
 def array_dataset(images, labels, batch_size=128, training=False, seed=None, stats=None, with_index=False):
-    """A pipeline over numpy arrays of images in [0, 255] and integer labels.
+    """A pipeline over numpy arrays of images in [0, 255] and their labels.
 
     Args:
         images: Array (N, H, W, C).
-        labels: Array (N,) of class indices.
+        labels: Array (N,) (or (N, 1)) of class indices, or (N, classes)
+            rows: one-hot, or soft (mixup, label smoothing; float rows are
+            kept as float32 and trained on with the soft cross-entropy).
         batch_size: Batch size.
         training: Shuffle and flip horizontally.
         seed: Seed of shuffling and augmentation.
-        stats: `(mean, std)` per channel; defaults to the arrays' own.
+        stats: `(mean, std)` per channel in the [0, 255] scale, or the
+            `preprocessing` of another pipeline (`stats=train.preprocessing`:
+            held-out images normalised like the training images, as the
+            exported model does). Default: these images' own, which only a
+            training pipeline should use (a warning says so otherwise).
         with_index: Batches of `({"images": ..., "index": ...}, labels)`,
             the index being the row in `images` (see `make_pipeline`).
 
@@ -448,19 +464,33 @@ def array_dataset(images, labels, batch_size=128, training=False, seed=None, sta
         normalisation it applies in its `preprocessing` attribute (a
         `preprocessing_spec`, for `export_saved_model`).
 
+    Raises:
+        ValueError: Labels of another shape, or not one per image.
+
     Example:
 
     >>> train = array_dataset(x_train, y_train, training=True, seed=0)
+    >>> test = array_dataset(x_test, y_test, stats=train.preprocessing)
     """
     tf = require("tensorflow", "hksan_keras.data")
 
     images = np.asarray(images)
-    labels = np.asarray(labels).reshape(-1)
-    if len(images) != len(labels):
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels.reshape(-1)
+    if labels.ndim not in (1, 2) or len(images) != len(labels):
         raise ValueError(
-            f"Got {len(images)} images and {len(labels)} labels; they must match."
+            f"Got {len(images)} images and labels of shape {labels.shape}: give one label per image, "
+            "as class indices of shape (N,) or rows of shape (N, classes)."
         )
+    if isinstance(stats, dict):
+        stats = (tuple(stats["mean"]), tuple(stats["std"]))
     if stats is None:
+        if not training:
+            warnings.warn(
+                "array_dataset(training=False) without stats normalises these images with their own mean and "
+                "std, not the training images'. Pass stats=train.preprocessing (the training pipeline's).",
+                stacklevel=2)
         pixels = images.reshape(-1, images.shape[-1]).astype("float64")
         stats = (tuple(pixels.mean(0)), tuple(pixels.std(0) + 1e-6))
 

@@ -198,7 +198,8 @@ def test_pipelines_give_stable_indices_and_the_memory_round_trips(teacher, stude
     restored = keras.saving.load_model(path)
     for name in ("student_memory", "teacher_memory", "memory_classes", "normalizers"):
         np.testing.assert_array_equal(np.array(getattr(restored, name)), np.array(getattr(distiller, name)))
-    assert restored.evaluate(data.array_dataset(images, labels, batch_size=16), verbose=0, return_dict=True)
+    test = data.array_dataset(images, labels, batch_size=16, stats=train.preprocessing)
+    assert restored.evaluate(test, verbose=0, return_dict=True)
 
 
 @pytest.mark.full

@@ -170,7 +170,7 @@ def test_arrays_and_image_folders(tmp_path):
     train = data.array_dataset(images, labels, batch_size=8, training=True, seed=0)
     x, y = next(iter(train))
     assert x.shape == (8, 24, 24, 3) and set(y.numpy()) <= {0, 1}
-    with pytest.raises(ValueError, match="20 images and 3 labels"):
+    with pytest.raises(ValueError, match=r"20 images and labels of shape \(3,\): give one label per image"):
         data.array_dataset(images, labels[:3])
 
     for index, image in enumerate(images):
@@ -184,6 +184,36 @@ def test_arrays_and_image_folders(tmp_path):
     assert sorted(next(iter(evaluation))[1].numpy().tolist()) == sorted(labels.tolist())
     with pytest.raises(FileNotFoundError, match="does not exist"):
         data.folder_dataset(str(tmp_path / "missing"))
+
+
+def test_array_labels_keep_their_form_soft_rows_unrounded():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 8, 8, 3), dtype=np.uint8)
+    ids = np.array([0, 2, 1, 2, 0, 1])
+    soft = np.full((6, 3), 0.1, "float32") + 0.7 * np.eye(3, dtype="float32")[ids]  # mixup-like rows
+    for given, dtype in [(ids, "int64"), (ids[:, None], "int64"), (np.eye(3)[ids], "float32"),
+                         (np.eye(3, dtype="uint8")[ids], "int64"), (soft, "float32")]:
+        _, y = next(iter(data.array_dataset(images, given, batch_size=6, training=True, seed=0)))
+        assert y.dtype.name == dtype
+        # Shuffled: compare as a multiset of rows.
+        expected = given.reshape(len(ids), -1)
+        got = y.numpy().reshape(len(ids), -1)
+        np.testing.assert_allclose(sorted(map(tuple, got)), sorted(map(tuple, expected)), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"labels of shape \(6, 3, 1\)"):
+        data.array_dataset(images, soft[..., None])
+
+
+def test_held_out_arrays_are_normalised_with_the_training_statistics():
+    rng = np.random.default_rng(0)
+    train_images = rng.integers(0, 128, size=(8, 8, 8, 3), dtype=np.uint8)
+    test_images = rng.integers(128, 256, size=(4, 8, 8, 3), dtype=np.uint8)
+    train = data.array_dataset(train_images, np.zeros(8, int), batch_size=8, training=True, seed=0)
+    test = data.array_dataset(test_images, np.zeros(4, int), batch_size=4, stats=train.preprocessing)
+    assert test.preprocessing == train.preprocessing
+    mean, std = np.array(train.preprocessing["mean"]), np.array(train.preprocessing["std"])
+    np.testing.assert_allclose(next(iter(test))[0].numpy(), (test_images - mean) / std, rtol=1e-5)
+    with pytest.warns(UserWarning, match="Pass stats=train.preprocessing"):
+        data.array_dataset(test_images, np.zeros(4, int))
 
 
 def test_uint8_and_float_images_give_the_same_training_batches():

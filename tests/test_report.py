@@ -24,7 +24,7 @@ def test_report_rows_for_teacher_student_and_each_tflite(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(40, 16, 16, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, size=40)
-    train = data.array_dataset(images, labels, batch_size=8)
+    train = data.array_dataset(images, labels, batch_size=8, training=True, seed=0)
     teacher, student = tiny_resnet((8, 16, 24)), tiny_resnet((4, 8, 12))
     rows = report.compression_report(
         teacher, student, images, labels, train.preprocessing, str(tmp_path / "report"),
