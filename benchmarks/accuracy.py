@@ -187,11 +187,16 @@ def _scored_examples(dataset, split, data_dir, size):
         return None
 
 
+@functools.lru_cache(maxsize=None)
 def git_revision(outputs=("benchmarks/results", "benchmarks/teachers")):
     """The checkout's commit, with "+changes" where tracked files other than
     `outputs` (paths from the repository root: the benchmark's own results
     and kept teachers by default) differ from it; None outside git. Also
-    what scripts/ship_weights.py records."""
+    what scripts/ship_weights.py records.
+
+    Taken once per process (`main` asks first, before the library is
+    imported): a long campaign runs the code it started with, whatever is
+    committed while it runs."""
     import subprocess
 
     root = os.path.dirname(os.path.dirname(PROTOCOLS_DIR))
@@ -586,6 +591,7 @@ def main():
                              "between variants; each row says how many runs it has).")
     parser.add_argument("--hardware", default="2 CPU cores (no GPU), TensorFlow on the CPU")
     args = parser.parse_args()
+    git_revision()  # the revision of the code this process runs (see git_revision)
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from absl import logging
