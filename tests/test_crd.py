@@ -178,6 +178,23 @@ def test_missing_indices_and_sizes_are_explained(teacher, student, batch):
         distiller.fit(*batch, batch_size=16, epochs=1, verbose=0)
 
 
+def test_indices_outside_the_memory_bank_are_refused_with_the_fix(teacher, student, batch):
+    import tensorflow as tf
+
+    images, labels = batch[0][:16], batch[1][:16]
+    distiller = distillers.CRDDistiller(teacher, student, num_examples=12, num_negatives=4)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    fix = r"indices must lie in \[0, num_examples\) = \[0, 12\).*Build CRDDistiller with num_examples"
+    # Arrays: before training.
+    with pytest.raises(ValueError, match=fix + r".* Got indices from 0 to 15"):
+        distiller.fit({"images": images, "index": np.arange(16)}, labels, batch_size=8, epochs=1, verbose=0)
+    # A dataset: at the step that meets the index, on every device (a GPU
+    # would gather zeros for it without a word).
+    dataset = tf.data.Dataset.from_tensor_slices(({"images": images, "index": np.arange(16)}, labels)).batch(16)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=fix):
+        distiller.fit(dataset, epochs=1, verbose=0)
+
+
 def test_pipelines_give_stable_indices_and_the_memory_round_trips(teacher, student, tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(40, 16, 16, 3)).astype("uint8")

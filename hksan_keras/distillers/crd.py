@@ -3,6 +3,7 @@
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
 from hksan_keras import losses
@@ -138,11 +139,42 @@ class CRDDistiller(StageDistiller):
         if isinstance(x, dict):
             if set(x) != {"images", "index"}:
                 raise ValueError(f"CRD's batches are ({{'images': ..., 'index': ...}}, labels); got keys {sorted(x)}.")
+            index = ops.cast(ops.reshape(x["index"], (-1,)), "int32")
+            if keras.backend.backend() == "tensorflow":
+                # An index outside the memory bank would be gathered as zeros
+                # and its update dropped on a GPU (an error only on the CPU):
+                # refuse it on every device, at the step that meets it.
+                import tensorflow as tf
+
+                message = self._index_message()
+                with tf.control_dependencies([tf.debugging.assert_non_negative(index, message=message),
+                                              tf.debugging.assert_less(index, self.num_examples, message=message)]):
+                    index = tf.identity(index)
             # Read by loss_terms of the same step.
-            object.__setattr__(self, "_batch_index", ops.cast(ops.reshape(x["index"], (-1,)), "int32"))
+            object.__setattr__(self, "_batch_index", index)
             return x["images"], labels
         object.__setattr__(self, "_batch_index", None)
         return x, labels
+
+    def _index_message(self):
+        return (f"CRD's example indices must lie in [0, num_examples) = [0, {self.num_examples}), one memory-bank "
+                "entry per training example; an index is outside. Build CRDDistiller with num_examples = the "
+                "number of training examples, and index them 0 to num_examples - 1 (hksan_keras.data pipelines "
+                "with with_index=True do).")
+
+    def fit(self, x=None, y=None, **kwargs):
+        """`Distiller.fit`; index arrays are checked against `num_examples` first.
+
+        Raises:
+            ValueError: An index of the given arrays lies outside
+                [0, num_examples) (batches of a dataset are checked as
+                they are trained on, on the TensorFlow backend).
+        """
+        if isinstance(x, dict) and "index" in x and hasattr(x["index"], "__len__"):
+            index = np.asarray(x["index"])
+            if index.size and (index.min() < 0 or index.max() >= self.num_examples):
+                raise ValueError(self._index_message() + f" Got indices from {index.min()} to {index.max()}.")
+        return super().fit(x, y, **kwargs)
 
     def call(self, inputs, training=False):
         images = inputs["images"] if isinstance(inputs, dict) else inputs
