@@ -505,7 +505,7 @@ def array_dataset(images, labels, batch_size=128, training=False, seed=None, sta
 
 
 def folder_dataset(directory, batch_size=64, training=False, image_size=224, seed=None,
-                   validation_split=None, subset=None):
+                   validation_split=None, subset=None, split_seed=0):
     """A pipeline over an image folder with one subfolder per class.
 
     Uses `keras.utils.image_dataset_from_directory` to list and decode the
@@ -517,9 +517,13 @@ def folder_dataset(directory, batch_size=64, training=False, image_size=224, see
         batch_size: Batch size.
         training: Shuffle and augment (random resized crop + flip).
         image_size: Output size.
-        seed: Seed of shuffling, augmentation and the validation split.
+        seed: Seed of shuffling and augmentation.
         validation_split: Fraction held out, with `subset`.
         subset: "training" or "validation" when `validation_split` is set.
+        split_seed: Seed of the file order that `validation_split` divides:
+            the training and validation calls must give the same one (the
+            default does), and it stays the same whatever `seed` a run
+            uses, so that runs of several seeds validate on the same files.
 
     Returns:
         A batched `tf.data.Dataset` of (images, labels).
@@ -537,9 +541,10 @@ def folder_dataset(directory, batch_size=64, training=False, image_size=224, see
         directory,
         batch_size=None,
         image_size=(image_size, image_size),
-        # Training reads the files in a seeded random order, not class by class.
+        # Files in a seeded random order, not class by class: what a split
+        # divides, and what training reads (shuffled again with `seed` below).
         shuffle=training or validation_split is not None,
-        seed=seed if seed is not None else 0,
+        seed=split_seed,
         validation_split=validation_split,
         subset=subset,
         crop_to_aspect_ratio=True,

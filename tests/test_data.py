@@ -185,6 +185,19 @@ def test_arrays_and_image_folders(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         data.folder_dataset(str(tmp_path / "missing"))
 
+    # A validation split holds the same files whatever seed a run uses, and
+    # none of them is in the training subset (each image is told by its
+    # unique pixels: the top-left one and the mean).
+    def images_of(**kwargs):
+        dataset = data.folder_dataset(str(tmp_path), batch_size=20, image_size=16, validation_split=0.25, **kwargs)
+        return {tuple(np.round(image.numpy().mean(axis=(0, 1)), 3)) for batch, _ in dataset for image in batch}
+
+    held_out = images_of(subset="validation")
+    assert len(held_out) == 5
+    assert images_of(subset="validation", seed=7) == held_out
+    training = images_of(subset="training", seed=1, training=False)
+    assert len(training) == 15 and not training & held_out
+
 
 def test_array_labels_keep_their_form_soft_rows_unrounded():
     rng = np.random.default_rng(0)
