@@ -6,6 +6,8 @@ is called. Errors are `ValueError` or `TypeError` whose message names the
 argument, the value and the fix.
 """
 
+import math
+
 import numpy as np
 
 
@@ -259,10 +261,18 @@ def first_batch(x, y=None, batch_size=None):
 def check_teacher_is_trained(teacher, dataset, num_classes, batches=4):
     """Warns when the teacher's accuracy on a few batches is near chance.
 
+    Near chance means less than three standard errors above it (chance
+    accuracy p = 1 / num_classes over n images has standard error
+    sqrt(p (1 - p) / n)): an untrained teacher, or one given images
+    preprocessed otherwise than it was trained on (a keras.applications
+    model with its own preprocessing inside, fed normalised images).
+
     Args:
         teacher: The teacher `keras.Model` (logits).
-        dataset: Batches of `(images, labels)`, e.g. the test pipeline.
-        num_classes: Number of classes (chance is 1 / num_classes).
+        dataset: Batches of `(images, labels)`: a `tf.data.Dataset` (e.g.
+            the test pipeline) or a list of numpy pairs. Labels are class
+            indices or rows (scored by their largest entry).
+        num_classes: Number of classes.
         batches: How many batches to score.
 
     Returns:
@@ -276,7 +286,8 @@ def check_teacher_is_trained(teacher, dataset, num_classes, batches=4):
     import warnings
 
     correct = total = 0
-    for images, labels in dataset.take(batches):
+    source = dataset.take(batches) if hasattr(dataset, "take") else list(dataset)[:batches]
+    for images, labels in source:
         predicted = np.argmax(np.asarray(teacher(images, training=False)), axis=-1)
         labels = np.asarray(labels)
         if labels.ndim == 2 and labels.shape[-1] != 1:
@@ -286,12 +297,15 @@ def check_teacher_is_trained(teacher, dataset, num_classes, batches=4):
     if not total:
         return None
     accuracy = correct / total
-    if accuracy < 1.5 / num_classes:
+    chance = 1.0 / num_classes
+    if accuracy < chance + 3.0 * math.sqrt(chance * (1.0 - chance) / total):
         warnings.warn(
             f"The teacher looks untrained: {100 * accuracy:.1f}% accurate on {total} "
-            f"images, near chance ({100 / num_classes:.1f}%). Distilling from it teaches "
-            "the student nothing; train it first (hksan-keras train-teacher) or check "
-            "teacher.path.",
+            f"images, near chance ({100 * chance:.1f}%). Distilling from it teaches "
+            "the student nothing. Train it first (hksan-keras train-teacher) or check "
+            "teacher.path; or it expects images preprocessed otherwise (e.g. raw "
+            "[0, 255] pixels for a keras.applications model with its own "
+            "preprocessing inside).",
             stacklevel=2,
         )
     return accuracy

@@ -17,7 +17,6 @@ import keras
 
 from hksan_keras.build import build_distiller, build_models, check_model_fits, compile_distiller
 from hksan_keras.callbacks import BestStudentCheckpoint
-from hksan_keras.checks import check_teacher_is_trained
 from hksan_keras.data import config_preprocessing, load_data
 from hksan_keras.distillers import METHODS, Distiller, HKSANDistiller
 from hksan_keras.distribute import make_strategy
@@ -136,7 +135,6 @@ def distill(config, verbose=1):
     keras.mixed_precision.set_global_policy(config["mixed_precision"])
     with strategy.scope():
         teacher = keras.saving.load_model(teacher_file)
-        check_teacher_is_trained(teacher, test, num_classes)
         _, student = build_models(config, num_classes)
         keras.utils.set_random_seed(config["seed"])
         distiller, pretrain_epochs = build_distiller(config, teacher, student, steps_per_epoch)

@@ -179,6 +179,38 @@ def test_an_untrained_teacher_is_reported(teacher, batch):
     assert any("teacher looks untrained" in str(w.message) for w in caught)
 
 
+def test_near_chance_is_three_standard_errors_above_chance():
+    # 100 images of 2 classes: chance 50 %, standard error 5 %, so below 65 %
+    # is near chance (70 % is not).
+    labels = np.zeros(100, "int64")
+    for correct, warns in ((70, False), (60, True)):
+        logits = np.zeros((100, 2), "float32")
+        logits[correct:, 1] = 1.0  # the first `correct` predict class 0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            accuracy = checks.check_teacher_is_trained(lambda images, training: logits, [(None, labels)], 2)
+        assert accuracy == correct / 100
+        assert any("teacher looks untrained" in str(w.message) for w in caught) == warns
+
+
+def test_fit_warns_before_training_when_the_teacher_is_at_chance(student, batch):
+    images = batch[0]
+    labels = np.zeros(32, "int64")
+
+    def teacher_predicting(label):
+        return keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Flatten(), keras.layers.Dense(
+            10, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(5 * np.eye(10)[label] - 1))])
+
+    for predicted, warns in ((0, False), (1, True)):
+        distiller = hksan_keras.distillers.get("kd")(teacher_predicting(predicted), student)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            distiller.fit(images, labels, batch_size=32, epochs=1, verbose=0)
+        assert any("teacher looks untrained: 0.0% accurate on 32 images" in str(w.message)
+                   for w in caught) == warns
+
+
 def test_keras_files_written_by_the_library_load_in_safe_mode(teacher, student, batch, tmp_path):
     for method in ("hksan", "fitnets", "kd"):
         distiller = hksan_keras.distillers.get(method)(teacher, student)

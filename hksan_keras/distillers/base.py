@@ -17,6 +17,7 @@ from keras import ops
 from hksan_keras.checks import (
     check_batch,
     check_same_input_shape,
+    check_teacher_is_trained,
     drop_removed_options,
     first_batch,
 )
@@ -546,6 +547,7 @@ class Distiller(keras.Model):
             )
             if self.USES_TEACHER:
                 check_logits(self.teacher, sample[0][:64], "teacher")
+                self.check_teacher_accuracy(sample)
             check_logits(self.student, sample[0][:64], "student")
         callbacks = list(callbacks or [])
         self._set_metric_directions(callbacks)
@@ -555,6 +557,20 @@ class Distiller(keras.Model):
             )
             callbacks.insert(0, guard)
         return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
+
+    def check_teacher_accuracy(self, sample):
+        """Warns when the teacher is near chance on `(images, labels)`.
+
+        `fit` calls it on the first batch (256 images at most), before
+        training: see `hksan_keras.checks.check_teacher_is_trained`.
+
+        Args:
+            sample: A batch `(images, labels)` as numpy arrays.
+
+        Returns:
+            The teacher's accuracy on it.
+        """
+        return check_teacher_is_trained(self.teacher, [(sample[0][:256], sample[1][:256])], self.num_classes)
 
     def _set_metric_directions(self, callbacks):
         # Keras callbacks with mode="auto" (ModelCheckpoint, EarlyStopping)

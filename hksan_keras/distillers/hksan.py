@@ -10,6 +10,7 @@ from keras import ops
 
 from hksan_keras import losses
 from hksan_keras.attention import HIERARCHIES, SQUEEZE_TARGETS, HierarchicalSqueeze
+from hksan_keras.checks import first_batch
 from hksan_keras.distillers.adversarial import AdversarialDistiller
 from hksan_keras.distillers.base import StageDistiller
 from hksan_keras.options import Option
@@ -393,6 +394,9 @@ class HKSANDistiller(AdversarialDistiller, StageDistiller):
         >>> distiller.pretrain_teacher_attention(train_ds, epochs=1)
         >>> distiller.compile(...); distiller.fit(train_ds, epochs=10)
         """
+        sample = first_batch(x, y, fit_kwargs.get("batch_size"))
+        if sample is not None:
+            self.check_teacher_accuracy(sample)
         inputs = self.teacher_features.inputs[0]
         feature_maps = self.teacher_features(inputs, training=False)[:-1]
         task_logits = self.teacher_squeeze(feature_maps)["task_logits"]
