@@ -83,6 +83,71 @@ def check_same_input_shape(teacher, student):
         )
 
 
+def check_separate_weights(teacher, student):
+    """Raises if the student shares weights with the teacher.
+
+    Distillation freezes the teacher (`teacher.trainable = False`), which
+    would freeze every layer the two share and leave that part of the
+    student untrained (a student built on the teacher's own backbone).
+
+    Args:
+        teacher: The teacher `keras.Model`.
+        student: The student `keras.Model`.
+
+    Raises:
+        ValueError: A weight of the student is one of the teacher's; the
+            message names them.
+    """
+    teacher_weights = {id(w) for w in teacher.weights}
+    shared = [w.path for w in student.weights if id(w) in teacher_weights]
+    if shared:
+        raise ValueError(
+            f"The student '{student.name}' shares {len(shared)} weights with the teacher "
+            f"'{teacher.name}' ({', '.join(shared[:3])}{', ...' if len(shared) > 3 else ''}). "
+            "Distillation freezes the teacher, which would freeze them in the student too. "
+            "Give the student its own layers: keras.models.clone_model(layer_or_model) makes "
+            "a copy, and copy.set_weights(original.get_weights()) starts it from the same values."
+        )
+
+
+def check_augmentation_layers(model, role):
+    """Warns if `model` holds random augmentation layers.
+
+    Distillers run the student in training mode, where Keras's random
+    preprocessing layers (RandomFlip, RandomTranslation, RandAugment, MixUp,
+    ...) change its images, and the teacher in inference mode, where they do
+    nothing: the two would see different images, and their logits and
+    feature maps would no longer describe the same one.
+
+    Args:
+        model: The student `keras.Model`.
+        role: Its role, for the message.
+
+    Returns:
+        The names of the random layers found (nested models included).
+    """
+    import warnings
+
+    import keras
+
+    found = [
+        layer.name
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if ".preprocessing" in type(layer).__module__
+        and any(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
+    ]
+    if found:
+        warnings.warn(
+            f"The {role} '{model.name}' has random augmentation layers {found}: in training the student "
+            "sees images they changed and the teacher (in inference mode) the originals, so their outputs "
+            "do not describe the same image. Augment in the input pipeline instead, where both models see "
+            "the same images (e.g. train.map(lambda x, y: (augment(x, training=True), y))), and build the "
+            "models without these layers.",
+            stacklevel=3,
+        )
+    return found
+
+
 def check_batch(images, labels, num_classes, image_shape):
     """Raises if a batch of images and labels does not fit the models.
 

@@ -2,6 +2,8 @@
 softmax heads in every spelling, soft labels, Keras callbacks that watch
 accuracy, DKD on two classes, export without a pipeline's preprocessing."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -155,6 +157,29 @@ def test_batches_of_unknown_image_size_are_refused_by_the_stage_losses_with_the_
     assert batches.element_spec[0].shape.as_list() == [None, None, None, 3]
     with pytest.raises(ValueError, match="height and width are unknown where the training step is traced"):
         distiller.fit(batches, epochs=1, verbose=0)
+
+
+def test_a_student_sharing_the_teachers_layers_is_refused_with_the_fix():
+    teacher = nested_sequential()
+    student = keras.Sequential([keras.Input((16, 16, 3)), teacher.get_layer("backbone"),
+                                keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)], name="student")
+    with pytest.raises(ValueError, match=r"shares 4 weights with the teacher 'teacher' \(block1/kernel.*"
+                                         r"freeze them in the student too.*keras.models.clone_model"):
+        hksan_keras.distillers.get("kd")(teacher, student)
+
+
+def test_random_augmentation_inside_the_student_is_warned_about():
+    def with_augmentation(name):
+        return keras.Sequential([keras.Input((8, 8, 3)), keras.layers.RandomFlip(name="flip"),
+                                 *tutorial_cnn(name).layers], name=name)
+
+    with pytest.warns(UserWarning, match=r"The student 'student' has random augmentation layers \['flip'\].*"
+                                         r"Augment in the input pipeline instead"):
+        hksan_keras.distillers.get("at")(tutorial_cnn("teacher"), with_augmentation("student"))
+    with warnings.catch_warnings():
+        # In inference mode the teacher's random layers do nothing.
+        warnings.simplefilter("error")
+        hksan_keras.distillers.get("kd")(with_augmentation("teacher"), tutorial_cnn("student"))
 
 
 def test_nested_layers_are_named_by_path_and_errors_list_the_reachable_ones():

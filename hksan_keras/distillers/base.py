@@ -15,8 +15,10 @@ import keras
 from keras import ops
 
 from hksan_keras.checks import (
+    check_augmentation_layers,
     check_batch,
     check_same_input_shape,
+    check_separate_weights,
     check_teacher_is_trained,
     drop_removed_options,
     first_batch,
@@ -415,6 +417,9 @@ class Distiller(keras.Model):
         check_last_activation(student, "student")
         if shapes["teacher"] is not None and shapes["student"] is not None:
             check_same_input_shape(teacher, student)
+        check_separate_weights(teacher, student)
+        # The teacher runs in inference mode, where its random layers do nothing.
+        check_augmentation_layers(student, "student")
         self.image_shape = known
         self.num_classes = teacher_classes
         self.teacher = teacher
