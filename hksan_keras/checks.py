@@ -148,6 +148,29 @@ def check_augmentation_layers(model, role):
     return found
 
 
+def check_logit_standardization(num_classes, method):
+    """Warns that standardised logits of two classes carry no confidence.
+
+    z-scored over two classes, every example's logits are -1/sqrt(2) and
+    +1/sqrt(2) in some order (`losses.standardize_logits`, sample standard
+    deviation): the softened predictions then say only which class is
+    larger, not by how much.
+
+    Args:
+        num_classes: The models' number of classes.
+        method: The distiller's name, for the message.
+    """
+    import warnings
+
+    if num_classes == 2:
+        warnings.warn(
+            f"{method} with logit_standardization on 2 classes: z-scored, each example's two logits are "
+            "-0.71 and +0.71, so the teacher passes on only which class it predicts, not how sure it is. Use it "
+            "without logit_standardization on two classes.",
+            stacklevel=3,
+        )
+
+
 def check_batch(images, labels, num_classes, image_shape):
     """Raises if a batch of images and labels does not fit the models.
 

@@ -350,6 +350,19 @@ def test_dkd_warns_on_two_classes():
         hksan_keras.distillers.DKDDistiller(tutorial_cnn("teacher"), tutorial_cnn("student"))
 
 
+@pytest.mark.parametrize("method", ["kd+ls", "dkd+ls"])
+def test_logit_standardization_warns_on_two_classes(method):
+    distiller_class = hksan_keras.distillers.get(method)
+    with pytest.warns(UserWarning, match=r"logit_standardization on 2 classes: .* -0.71 and \+0.71"):
+        distiller_class(tutorial_cnn("teacher"), tutorial_cnn("student"))
+    # The z-scores the message states.
+    np.testing.assert_allclose(np.asarray(losses.standardize_logits(np.array([[0.3, 2.0], [5.0, -1.0]]))),
+                               [[-0.5 ** 0.5, 0.5 ** 0.5], [0.5 ** 0.5, -0.5 ** 0.5]], rtol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        distiller_class(tutorial_cnn("teacher", classes=3), tutorial_cnn("student", classes=3))
+
+
 def test_export_without_preprocessing_names_the_identity_and_custom_specs(tmp_path):
     distiller = hksan_keras.distillers.KDDistiller(tutorial_cnn("teacher"), tutorial_cnn("student"))
     with pytest.raises(ValueError) as error:

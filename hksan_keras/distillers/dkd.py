@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from hksan_keras import losses
+from hksan_keras.checks import check_logit_standardization
 from hksan_keras.distillers.base import Distiller
 from hksan_keras.options import Option
 
@@ -73,6 +74,8 @@ class DKDDistiller(Distiller):
         self.temperature = float(temperature)
         self.warmup_steps = int(warmup_steps)
         self.logit_standardization = bool(logit_standardization)
+        if self.logit_standardization:
+            check_logit_standardization(self.num_classes, type(self).__name__)
         if self.num_classes == 2:
             warnings.warn(
                 "DKDDistiller on 2 classes: its non-target term (NCKD) is "

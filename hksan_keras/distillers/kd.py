@@ -3,6 +3,7 @@
 import keras
 
 from hksan_keras import losses
+from hksan_keras.checks import check_logit_standardization
 from hksan_keras.distillers.base import Distiller
 from hksan_keras.options import Option
 
@@ -59,6 +60,8 @@ class KDDistiller(Distiller):
         self.temperature = float(temperature)
         self.kd_weight = float(kd_weight)
         self.logit_standardization = bool(logit_standardization)
+        if self.logit_standardization:
+            check_logit_standardization(self.num_classes, type(self).__name__)
 
     def loss_terms(self, labels, teacher, student):
         terms = super().loss_terms(labels, teacher, student)
