@@ -327,7 +327,10 @@ def detect_stages(model, num_stages=None):
     block's output, not a layer inside a residual branch). Resolutions of
     1x1 (global pooling with `keepdims`), padding layers and preprocessing
     layers (Rescaling, Normalization, Resizing, augmentation: their output
-    is the image) are ignored.
+    is the image) are ignored. Resolutions are read from the graph traced
+    at the model's input size (`PROBE_SIZE` where it is free), so that a
+    model built for any input size, or a backbone built so inside a fixed
+    wrapper, keeps every stage.
 
     Args:
         model: A functional or Sequential `keras.Model` (channels-last),
@@ -339,8 +342,9 @@ def detect_stages(model, num_stages=None):
         A list of layer paths, shallow to deep.
 
     Raises:
-        ValueError: No 4-D feature map is reachable, or fewer resolutions
-            than `num_stages`.
+        ValueError: No 4-D feature map is reachable, fewer resolutions
+            than `num_stages`, or feature maps whose height and width stay
+            unknown (the graph could not be traced at a known size).
 
     Example:
 
