@@ -14,6 +14,23 @@ import numpy as np
 ANY_VALUE = object()
 
 
+def user_stacklevel():
+    """The `stacklevel` for `warnings.warn` that names the user's line.
+
+    Counts the frames from the function calling `warnings.warn` out to the
+    first one outside the hksan_keras package, so that a warning raised
+    deep in a distiller's constructor points at the line that built it.
+    """
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def drop_removed_options(owner, config, removed):
     """A saved config without the options `owner` no longer takes.
 
@@ -95,11 +112,13 @@ def check_separate_weights(teacher, student):
         student: The student `keras.Model`.
 
     Raises:
-        ValueError: A weight of the student is one of the teacher's; the
-            message names them.
+        ValueError: A trainable weight of the student is one of the
+            teacher's; the message names them.
     """
     teacher_weights = {id(w) for w in teacher.weights}
-    shared = [w.path for w in student.weights if id(w) in teacher_weights]
+    # Trainable ones only: a frozen input step (an adapted Normalization)
+    # shared by both loses nothing.
+    shared = [w.path for w in student.trainable_weights if id(w) in teacher_weights]
     if shared:
         raise ValueError(
             f"The student '{student.name}' shares {len(shared)} weights with the teacher "
@@ -143,7 +162,7 @@ def check_augmentation_layers(model, role):
             "do not describe the same image. Augment in the input pipeline instead, where both models see "
             "the same images (e.g. train.map(lambda x, y: (augment(x, training=True), y))), and build the "
             "models without these layers.",
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return found
 
@@ -167,7 +186,7 @@ def check_logit_standardization(num_classes, method):
             f"{method} with logit_standardization on 2 classes: z-scored, each example's two logits are "
             "-0.71 and +0.71, so the teacher passes on only which class it predicts, not how sure it is. Use it "
             "without logit_standardization on two classes.",
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 
@@ -353,7 +372,10 @@ def check_teacher_is_trained(teacher, dataset, num_classes, batches=4):
     accuracy p = 1 / num_classes over n images has standard error
     sqrt(p (1 - p) / n)): an untrained teacher, or one given images
     preprocessed otherwise than it was trained on (a keras.applications
-    model with its own preprocessing inside, fed normalised images).
+    model with its own preprocessing inside, fed normalised images). Where
+    three standard errors reach halfway from chance to 100 % (up to 36
+    images of 2 classes, 4 of 10), the images are too few to tell and
+    nothing is said.
 
     Args:
         teacher: The teacher `keras.Model` (logits).
@@ -386,7 +408,10 @@ def check_teacher_is_trained(teacher, dataset, num_classes, batches=4):
         return None
     accuracy = correct / total
     chance = 1.0 / num_classes
-    if accuracy < chance + 3.0 * math.sqrt(chance * (1.0 - chance) / total):
+    margin = 3.0 * math.sqrt(chance * (1.0 - chance) / total)
+    # Too few images to tell (three standard errors reach halfway from
+    # chance to 100 %, e.g. up to 36 images of 2 classes): no verdict.
+    if accuracy < chance + margin and margin < (1.0 - chance) / 2:
         warnings.warn(
             f"The teacher looks untrained: {100 * accuracy:.1f}% accurate on {total} "
             f"images, near chance ({100 * chance:.1f}%). Distilling from it teaches "
@@ -394,6 +419,6 @@ def check_teacher_is_trained(teacher, dataset, num_classes, batches=4):
             "teacher.path; or it expects images preprocessed otherwise (e.g. raw "
             "[0, 255] pixels for a keras.applications model with its own "
             "preprocessing inside).",
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     return accuracy

@@ -20,7 +20,7 @@ import warnings
 
 import numpy as np
 
-from hksan_keras.checks import MissingDependencyError, require
+from hksan_keras.checks import MissingDependencyError, require, user_stacklevel
 
 CIFAR_STATS = {
     "cifar10": ((125.31, 122.95, 113.87), (62.99, 62.09, 66.70)),
@@ -251,7 +251,7 @@ def make_pipeline(
     def label_dtype(label):
         # Rows of floats (one-hot, or soft from mixup or label smoothing)
         # stay float32: cast to integers they would be rounded to zeros.
-        if label.dtype.is_floating and label.shape.rank:
+        if label.dtype.is_floating and label.shape.rank and label.shape[-1] != 1:
             return tf.cast(label, tf.float32)
         return tf.cast(label, tf.int64)
 
@@ -490,7 +490,7 @@ def array_dataset(images, labels, batch_size=128, training=False, seed=None, sta
             warnings.warn(
                 "array_dataset(training=False) without stats normalises these images with their own mean and "
                 "std, not the training images'. Pass stats=train.preprocessing (the training pipeline's).",
-                stacklevel=2)
+                stacklevel=user_stacklevel())
         pixels = images.reshape(-1, images.shape[-1]).astype("float64")
         stats = (tuple(pixels.mean(0)), tuple(pixels.std(0) + 1e-6))
 

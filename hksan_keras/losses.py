@@ -429,14 +429,16 @@ def match_resolution(student_map, teacher_map):
         The pair with equal spatial sizes.
 
     Raises:
-        ValueError: A size is unknown where the step is traced, or neither
-            size is a whole multiple of the other.
+        ValueError: The sizes differ and one is unknown where the step is
+            traced, or neither is a whole multiple of the other.
     """
-    require_known_sizes(student_map, teacher_map)
     student_size = tuple(student_map.shape[1:3])
     teacher_size = tuple(teacher_map.shape[1:3])
     if student_size == teacher_size:
+        # Both unknown too (batches of any size): taken as equal; maps that
+        # are not fail at run time, where they are compared.
         return student_map, teacher_map
+    require_known_sizes(student_map, teacher_map)
     larger, smaller = (
         (student_size, teacher_size)
         if student_size[0] > teacher_size[0]

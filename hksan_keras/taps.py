@@ -358,9 +358,13 @@ def detect_stages(model, num_stages=None):
     ['resnet50v2/conv2_block3_out', ..., 'resnet50v2/post_relu']
     """
     require_graph(model, "model")
-    traced = _traced_shapes(model)
+    walked = list(_walk(model))
+    traced = {}
+    shapes = [_output_shape(layer) for _, layer, _ in walked]
+    if any(shape is not None and len(shape) == 4 and None in shape[1:3] for shape in shapes):
+        traced = _traced_shapes(model)  # only where a size is unknown: it adds a call to every layer
     last_at_resolution = {}
-    for path, layer, cut_point in _walk(model):
+    for path, layer, cut_point in walked:
         shape = traced.get(path) or _output_shape(layer)
         if (
             shape is None

@@ -188,11 +188,18 @@ def test_indices_outside_the_memory_bank_are_refused_with_the_fix(teacher, stude
     # Arrays: before training.
     with pytest.raises(ValueError, match=fix + r".* Got indices from 0 to 15"):
         distiller.fit({"images": images, "index": np.arange(16)}, labels, batch_size=8, epochs=1, verbose=0)
-    # A dataset: at the step that meets the index, on every device (a GPU
-    # would gather zeros for it without a word).
-    dataset = tf.data.Dataset.from_tensor_slices(({"images": images, "index": np.arange(16)}, labels)).batch(16)
+    # A dataset: in the pipeline, so also where XLA would drop an assert in
+    # the step and clamp the gather (a GPU's default compilation).
+    dataset = tf.data.Dataset.from_tensor_slices(({"images": images, "index": np.arange(16)}, labels)).batch(8)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=True)
     with pytest.raises(tf.errors.InvalidArgumentError, match=fix):
         distiller.fit(dataset, epochs=1, verbose=0)
+    # Indices in range train as before, and the pipeline's preprocessing
+    # still reaches the distiller (for export_student).
+    in_range = dataset.take(1)
+    in_range.preprocessing = {"mean": [0.0] * 3, "std": [1.0] * 3, "image_size": 16, "resize": "none"}
+    distiller.fit(in_range, epochs=1, verbose=0)
+    assert distiller.preprocessing == in_range.preprocessing
 
 
 def test_pipelines_give_stable_indices_and_the_memory_round_trips(teacher, student, tmp_path):

@@ -567,15 +567,19 @@ class Distiller(keras.Model):
         """Warns when the teacher is near chance on `(images, labels)`.
 
         `fit` calls it on the first batch (256 images at most), before
-        training: see `hksan_keras.checks.check_teacher_is_trained`.
+        training, once per distiller (HKSAN's attention pretraining first):
+        see `hksan_keras.checks.check_teacher_is_trained`.
 
         Args:
             sample: A batch `(images, labels)` as numpy arrays.
 
         Returns:
-            The teacher's accuracy on it.
+            The teacher's accuracy on the batch it was checked on.
         """
-        return check_teacher_is_trained(self.teacher, [(sample[0][:256], sample[1][:256])], self.num_classes)
+        if getattr(self, "_teacher_accuracy", None) is None:  # once: pretraining, then fit
+            self._teacher_accuracy = check_teacher_is_trained(
+                self.teacher, [(sample[0][:256], sample[1][:256])], self.num_classes)
+        return self._teacher_accuracy
 
     def _set_metric_directions(self, callbacks):
         # Keras callbacks with mode="auto" (ModelCheckpoint, EarlyStopping)

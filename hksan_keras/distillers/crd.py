@@ -139,19 +139,8 @@ class CRDDistiller(StageDistiller):
         if isinstance(x, dict):
             if set(x) != {"images", "index"}:
                 raise ValueError(f"CRD's batches are ({{'images': ..., 'index': ...}}, labels); got keys {sorted(x)}.")
-            index = ops.cast(ops.reshape(x["index"], (-1,)), "int32")
-            if keras.backend.backend() == "tensorflow":
-                # An index outside the memory bank would be gathered as zeros
-                # and its update dropped on a GPU (an error only on the CPU):
-                # refuse it on every device, at the step that meets it.
-                import tensorflow as tf
-
-                message = self._index_message()
-                with tf.control_dependencies([tf.debugging.assert_non_negative(index, message=message),
-                                              tf.debugging.assert_less(index, self.num_examples, message=message)]):
-                    index = tf.identity(index)
             # Read by loss_terms of the same step.
-            object.__setattr__(self, "_batch_index", index)
+            object.__setattr__(self, "_batch_index", ops.cast(ops.reshape(x["index"], (-1,)), "int32"))
             return x["images"], labels
         object.__setattr__(self, "_batch_index", None)
         return x, labels
@@ -163,18 +152,50 @@ class CRDDistiller(StageDistiller):
                 "with with_index=True do).")
 
     def fit(self, x=None, y=None, **kwargs):
-        """`Distiller.fit`; index arrays are checked against `num_examples` first.
+        """`Distiller.fit`, with each example index checked against `num_examples`.
+
+        An index outside the memory bank would be gathered as another entry
+        (or zeros) and its update dropped, without an error on a GPU or
+        under XLA. Index arrays are checked before training; the batches of
+        a `tf.data.Dataset` as the pipeline yields them (inside `tf.data`,
+        so whatever the device, compilation or strategy).
 
         Raises:
             ValueError: An index of the given arrays lies outside
-                [0, num_examples) (batches of a dataset are checked as
-                they are trained on, on the TensorFlow backend).
+                [0, num_examples).
+            tf.errors.InvalidArgumentError: A dataset's batch holds such an
+                index (raised when training reaches it).
         """
         if isinstance(x, dict) and "index" in x and hasattr(x["index"], "__len__"):
             index = np.asarray(x["index"])
             if index.size and (index.min() < 0 or index.max() >= self.num_examples):
                 raise ValueError(self._index_message() + f" Got indices from {index.min()} to {index.max()}.")
+        x = self._checked_indices(x)
         return super().fit(x, y, **kwargs)
+
+    def _checked_indices(self, x):
+        try:
+            import tensorflow as tf
+        except ImportError:
+            return x
+        if not isinstance(x, tf.data.Dataset):
+            return x
+        message, num_examples = self._index_message(), self.num_examples
+
+        def checked(inputs, *rest):
+            if isinstance(inputs, dict) and "index" in inputs:
+                index = inputs["index"]
+                with tf.control_dependencies([
+                    tf.debugging.assert_non_negative(index, message=message),
+                    tf.debugging.assert_less(index, tf.cast(num_examples, index.dtype), message=message),
+                ]):
+                    inputs = dict(inputs, index=tf.identity(index))
+            return (inputs, *rest)
+
+        checked_x = x.map(checked)
+        # What Distiller.fit keeps for export_student.
+        checked_x.preprocessing = getattr(x, "preprocessing", None)
+        return checked_x
 
     def call(self, inputs, training=False):
         images = inputs["images"] if isinstance(inputs, dict) else inputs

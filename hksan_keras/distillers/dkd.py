@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from hksan_keras import losses
-from hksan_keras.checks import check_logit_standardization
+from hksan_keras.checks import check_logit_standardization, user_stacklevel
 from hksan_keras.distillers.base import Distiller
 from hksan_keras.options import Option
 
@@ -83,7 +83,7 @@ class DKDDistiller(Distiller):
                 "among the non-targets), so only the target-class term (TCKD) "
                 "and the labels train the student. KDDistiller transfers the "
                 "same information on two classes.",
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
 
     def loss_terms(self, labels, teacher, student):
