@@ -214,6 +214,12 @@ def test_array_labels_keep_their_form_soft_rows_unrounded():
         np.testing.assert_allclose(sorted(map(tuple, got)), sorted(map(tuple, expected)), rtol=1e-6)
     with pytest.raises(ValueError, match=r"labels of shape \(6, 3, 1\)"):
         data.array_dataset(images, soft[..., None])
+    # A column of float class indices given to make_pipeline stays indices.
+    import tensorflow as tf
+
+    column = tf.data.Dataset.from_tensor_slices((images, ids[:, None].astype("float32")))
+    _, y = next(iter(data.make_pipeline(column, 6, False, ((0.0,) * 3, (1.0,) * 3))))
+    assert y.dtype.name == "int64" and y.numpy().reshape(-1).tolist() == ids.tolist()
 
 
 def test_held_out_arrays_are_normalised_with_the_training_statistics():
