@@ -202,6 +202,47 @@ def test_indices_outside_the_memory_bank_are_refused_with_the_fix(teacher, stude
     assert distiller.preprocessing == in_range.preprocessing
 
 
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, images, labels, index, batch_size):
+        super().__init__()
+        self.images, self.labels, self.index, self.batch_size = images, labels, index, batch_size
+        self.epochs_ended = 0
+
+    def __len__(self):
+        return len(self.images) // self.batch_size
+
+    def __getitem__(self, i):
+        rows = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        return {"images": self.images[rows], "index": self.index[rows]}, self.labels[rows]
+
+    def on_epoch_end(self):
+        self.epochs_ended += 1
+
+
+def test_py_dataset_and_generator_indices_outside_the_memory_bank_are_refused(teacher, student, batch):
+    # Python-side inputs are checked in Python as they are read, so on any
+    # backend (JAX has no tf.data map to check them in).
+    images, labels = batch[0][:16], batch[1][:16]
+    distiller = distillers.CRDDistiller(teacher, student, num_examples=12, num_negatives=4)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01))
+    fix = r"indices must lie in \[0, num_examples\) = \[0, 12\).*Got indices from 8 to 15"
+    with pytest.raises(ValueError, match=fix):
+        distiller.fit(_Batches(images, labels, np.arange(16), 8), epochs=1, verbose=0)
+
+    def generator(index):
+        for start in (0, 8):
+            yield {"images": images[start:start + 8], "index": index[start:start + 8]}, labels[start:start + 8]
+
+    with pytest.raises(ValueError, match=fix):
+        distiller.fit(generator(np.arange(16)), epochs=1, verbose=0)
+    # In range: both train, and the PyDataset's epoch hooks still run.
+    in_range = _Batches(images, labels, np.arange(16) % 12, 8)
+    distiller.fit(in_range, epochs=2, verbose=0)
+    # Keras ends each epoch and, once more, the whole fit.
+    assert in_range.epochs_ended == 3
+    distiller.fit(generator(np.arange(16) % 12), epochs=1, verbose=0)
+
+
 def test_pipelines_give_stable_indices_and_the_memory_round_trips(teacher, student, tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(40, 16, 16, 3)).astype("uint8")

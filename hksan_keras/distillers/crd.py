@@ -1,6 +1,7 @@
 """CRD: Tian, Krishnan, Isola, "Contrastive Representation Distillation" (ICLR 2020)."""
 
 import math
+import types
 
 import keras
 import numpy as np
@@ -158,22 +159,38 @@ class CRDDistiller(StageDistiller):
         (or zeros) and its update dropped, without an error on a GPU or
         under XLA. Index arrays are checked before training; the batches of
         a `tf.data.Dataset` as the pipeline yields them (inside `tf.data`,
-        so whatever the device, compilation or strategy).
+        so whatever the device, compilation or strategy); those of a
+        `keras.utils.PyDataset` or a Python generator as they are read
+        (in Python, before any backend sees them: also on JAX).
 
         Raises:
-            ValueError: An index of the given arrays lies outside
-                [0, num_examples).
-            tf.errors.InvalidArgumentError: A dataset's batch holds such an
-                index (raised when training reaches it).
+            ValueError: An index of the given arrays, or of a PyDataset's or
+                generator's batch (raised when training reaches it), lies
+                outside [0, num_examples).
+            tf.errors.InvalidArgumentError: A `tf.data.Dataset`'s batch
+                holds such an index (raised when training reaches it).
         """
         if isinstance(x, dict) and "index" in x and hasattr(x["index"], "__len__"):
-            index = np.asarray(x["index"])
-            if index.size and (index.min() < 0 or index.max() >= self.num_examples):
-                raise ValueError(self._index_message() + f" Got indices from {index.min()} to {index.max()}.")
+            self._check_index(x["index"])
         x = self._checked_indices(x)
         return super().fit(x, y, **kwargs)
 
+    def _check_index(self, index):
+        index = np.asarray(index)
+        if index.size and (index.min() < 0 or index.max() >= self.num_examples):
+            raise ValueError(self._index_message() + f" Got indices from {index.min()} to {index.max()}.")
+
+    def _check_batch(self, batch):
+        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if isinstance(inputs, dict) and "index" in inputs:
+            self._check_index(inputs["index"])
+        return batch
+
     def _checked_indices(self, x):
+        if isinstance(x, keras.utils.PyDataset):
+            return _IndexCheckedPyDataset(x, self._check_batch)
+        if isinstance(x, types.GeneratorType):
+            return (self._check_batch(batch) for batch in x)
         try:
             import tensorflow as tf
         except ImportError:
@@ -276,3 +293,30 @@ class CRDDistiller(StageDistiller):
         return {**super().get_config(), "num_examples": self.num_examples, "crd_weight": self.crd_weight,
                 "feature_dim": self.feature_dim, "num_negatives": self.num_negatives,
                 "temperature": self.temperature, "momentum": self.momentum}
+
+
+class _IndexCheckedPyDataset(keras.utils.PyDataset):
+    """A `keras.utils.PyDataset` whose batches pass `check` as they are read."""
+
+    def __init__(self, dataset, check):
+        super().__init__(workers=dataset.workers, use_multiprocessing=dataset.use_multiprocessing,
+                         max_queue_size=dataset.max_queue_size)
+        self.dataset, self.check = dataset, check
+        # What Distiller.fit keeps for export_student.
+        self.preprocessing = getattr(dataset, "preprocessing", None)
+
+    def __getitem__(self, index):
+        return self.check(self.dataset[index])
+
+    def __len__(self):
+        return len(self.dataset)
+
+    @property
+    def num_batches(self):
+        return self.dataset.num_batches
+
+    def on_epoch_begin(self):
+        self.dataset.on_epoch_begin()
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
