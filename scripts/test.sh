@@ -33,7 +33,7 @@ fi
 # models), so two processes keep the two cores busier than one (the full
 # tier, 729 tests, took 17.4 min with two workers on 2 idle cores in a fresh
 # clone's .ci/run on 2026-12-02 (707: 17.4 that day, 22.9 on 2026-12-01;
-# 687 took 14.2 and 16.0 on an earlier day).
+# 687 took 14.2 and 16.0 on the morning of 2026-12-01).
 # HKSAN_TEST_WORKERS changes the count (0: one process).
 workers="${HKSAN_TEST_WORKERS:-2}"
 parallel=()
