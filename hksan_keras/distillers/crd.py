@@ -1,5 +1,6 @@
 """CRD: Tian, Krishnan, Isola, "Contrastive Representation Distillation" (ICLR 2020)."""
 
+import functools
 import math
 import types
 
@@ -146,11 +147,6 @@ class CRDDistiller(StageDistiller):
         object.__setattr__(self, "_batch_index", None)
         return x, labels
 
-    def _index_message(self):
-        return (f"CRD's example indices must lie in [0, num_examples) = [0, {self.num_examples}), one memory-bank "
-                "entry per training example; an index is outside. Build CRDDistiller with num_examples = the "
-                "number of training examples, and index them 0 to num_examples - 1 (hksan_keras.data pipelines "
-                "with with_index=True do).")
 
     def fit(self, x=None, y=None, **kwargs):
         """`Distiller.fit`, with each example index checked against `num_examples`.
@@ -171,33 +167,25 @@ class CRDDistiller(StageDistiller):
                 holds such an index (raised when training reaches it).
         """
         if isinstance(x, dict) and "index" in x and hasattr(x["index"], "__len__"):
-            self._check_index(x["index"])
+            _check_index(x["index"], self.num_examples)
         x = self._checked_indices(x)
         return super().fit(x, y, **kwargs)
 
-    def _check_index(self, index):
-        index = np.asarray(index)
-        if index.size and (index.min() < 0 or index.max() >= self.num_examples):
-            raise ValueError(self._index_message() + f" Got indices from {index.min()} to {index.max()}.")
-
-    def _check_batch(self, batch):
-        inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
-        if isinstance(inputs, dict) and "index" in inputs:
-            self._check_index(inputs["index"])
-        return batch
-
     def _checked_indices(self, x):
+        # The check holds only num_examples (not the distiller), so that a
+        # PyDataset's worker processes can take it.
+        check = functools.partial(_check_batch, num_examples=self.num_examples)
         if isinstance(x, keras.utils.PyDataset):
-            return _IndexCheckedPyDataset(x, self._check_batch)
+            return _IndexCheckedPyDataset(x, check)
         if isinstance(x, types.GeneratorType):
-            return (self._check_batch(batch) for batch in x)
+            return (check(batch) for batch in x)
         try:
             import tensorflow as tf
         except ImportError:
             return x
         if not isinstance(x, tf.data.Dataset):
             return x
-        message, num_examples = self._index_message(), self.num_examples
+        message, num_examples = _index_message(self.num_examples), self.num_examples
 
         def checked(inputs, *rest):
             if isinstance(inputs, dict) and "index" in inputs:
@@ -293,6 +281,27 @@ class CRDDistiller(StageDistiller):
         return {**super().get_config(), "num_examples": self.num_examples, "crd_weight": self.crd_weight,
                 "feature_dim": self.feature_dim, "num_negatives": self.num_negatives,
                 "temperature": self.temperature, "momentum": self.momentum}
+
+
+def _index_message(num_examples):
+    return (f"CRD's example indices must lie in [0, num_examples) = [0, {num_examples}), one memory-bank "
+            "entry per training example; an index is outside. Build CRDDistiller with num_examples = the "
+            "number of training examples, and index them 0 to num_examples - 1 (hksan_keras.data pipelines "
+            "with with_index=True do).")
+
+
+def _check_index(index, num_examples):
+    index = np.asarray(index)
+    if index.size and (index.min() < 0 or index.max() >= num_examples):
+        raise ValueError(_index_message(num_examples) + f" Got indices from {index.min()} to {index.max()}.")
+
+
+def _check_batch(batch, num_examples):
+    """`batch`, after checking its example indices (if it has any) against `num_examples`."""
+    inputs = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if isinstance(inputs, dict) and "index" in inputs:
+        _check_index(inputs["index"], num_examples)
+    return batch
 
 
 class _IndexCheckedPyDataset(keras.utils.PyDataset):
