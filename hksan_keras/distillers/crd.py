@@ -147,7 +147,6 @@ class CRDDistiller(StageDistiller):
         object.__setattr__(self, "_batch_index", None)
         return x, labels
 
-
     def fit(self, x=None, y=None, **kwargs):
         """`Distiller.fit`, with each example index checked against `num_examples`.
 
