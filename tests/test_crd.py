@@ -240,6 +240,7 @@ def test_py_dataset_and_generator_indices_outside_the_memory_bank_are_refused(te
     distiller.fit(in_range, epochs=2, verbose=0)
     # Keras ends each epoch and, once more, the whole fit.
     assert in_range.epochs_ended == 3
+    distiller.fit(generator(np.arange(16) % 12), epochs=1, verbose=0)
     # The checked dataset holds the check, not the distiller: it pickles,
     # as a PyDataset's worker processes need where they are spawned.
     import pickle
@@ -247,7 +248,6 @@ def test_py_dataset_and_generator_indices_outside_the_memory_bank_are_refused(te
     copy = pickle.loads(pickle.dumps(distiller._checked_indices(_Batches(images, labels, np.arange(16), 8))))
     with pytest.raises(ValueError, match=fix):
         copy[1]
-    distiller.fit(generator(np.arange(16) % 12), epochs=1, verbose=0)
 
 
 def test_pipelines_give_stable_indices_and_the_memory_round_trips(teacher, student, tmp_path):
