@@ -22,14 +22,15 @@ class DISTDistiller(Distiller):
     Pearson correlation instead of KL lets a student match a much stronger
     teacher's relations without its exact probabilities.
 
-    Defaults are DIST's CIFAR-100 setting: T = 4, beta = gamma = 2, label
-    weight 1. The authors' code (hunto/image_classification_sota,
-    `lib/models/losses/kd_loss.py`) builds its `dist_t4` loss as beta =
-    gamma = 1 at T = 4 times a separate `--kd-loss-weight`; beta = gamma =
-    2 is that loss at weight 2, the paper's CIFAR-100 weighting (its CIFAR
-    config file, `dist_cifar.yaml`, was not available to check). The
-    intra-class term is a batch statistic: under a distribution strategy
-    each replica computes it on its own examples.
+    Defaults are the authors' CIFAR-100 setting: T = 4, beta = gamma = 2,
+    label weight 1. Their code (the `classification/` tree the DIST_KD
+    README points to, as published in hunto/LocalMamba:
+    `lib/models/losses/kd_loss.py` and `configs/strategies/distill/dist_cifar.yaml`)
+    builds `dist_t4` as beta = gamma = 1 at T = 4 and weights it with
+    `kd_loss_weight: 2.` beside `ori_loss_weight: 1.` (the labels'
+    cross-entropy), with no warm-up of either weight: beta = gamma = 2
+    here. The intra-class term is a batch statistic: under a distribution
+    strategy each replica computes it on its own examples.
 
     Args:
         teacher: Trained `keras.Model` giving logits.
