@@ -31,9 +31,9 @@ fi
 # Two workers (pytest-xdist), each test file in one of them: the tests
 # spend much of their time in single-threaded Python (tracing, building
 # models), so two processes keep the two cores busier than one (the full
-# tier, 730 tests, took 12.6 min with two workers on 2 idle cores in a fresh
-# clone's .ci/run on 2026-12-02 at 12:13, 14.8 at 08:10 and 22.7 at 06:32 on
-# the same idle cores).
+# tier, 730 tests, took 15.5 min with two workers on 2 idle cores in a fresh
+# clone's .ci/run on 2026-12-02 at 15:24, 12.6 at 12:13, 14.8 at 08:10 and
+# 22.7 at 06:32 on the same idle cores).
 # HKSAN_TEST_WORKERS changes the count (0: one process).
 workers="${HKSAN_TEST_WORKERS:-2}"
 parallel=()
